@@ -1,0 +1,527 @@
+//! The mapping itself: creating the file safely (collector), attaching to it (interceptor), and
+//! bounds-checked access to the header, rings and socket slots.
+//!
+//! Geometry (offsets, counts) is validated once, when the region is created or opened, and kept
+//! in the [`Region`] value: nothing later re-reads sizes from the shared header, so a process that
+//! scribbles over the header cannot make anyone index out of bounds.
+
+use crate::layout::*;
+use core::ffi::CStr;
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+/// Why a region could not be created or opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionError {
+    /// A system call failed; `errno` and which step.
+    Os { step: &'static str, errno: i32 },
+    /// The path exists but is not what we created (symlink, wrong owner, wrong mode, not a file).
+    Unsafe(&'static str),
+    /// The header is not a netmon header or a version we don't speak.
+    BadHeader(&'static str),
+    /// Requested sizes are out of range.
+    BadSize(&'static str),
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionError::Os { step, errno } => write!(f, "{step} failed (errno {errno})"),
+            RegionError::Unsafe(why) => write!(f, "refusing unsafe path: {why}"),
+            RegionError::BadHeader(why) => write!(f, "not a usable netmon region: {why}"),
+            RegionError::BadSize(why) => write!(f, "invalid region size: {why}"),
+        }
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+fn os(step: &'static str) -> RegionError {
+    RegionError::Os {
+        step,
+        errno: errno(),
+    }
+}
+
+/// Sizes of a region to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub rings: u32,
+    /// Slots per ring; rounded up to a power of two.
+    pub ring_capacity: u32,
+    pub sockets: u32,
+}
+
+impl Default for Geometry {
+    fn default() -> Self {
+        Geometry {
+            rings: DEFAULT_RINGS,
+            ring_capacity: DEFAULT_RING_CAPACITY,
+            sockets: DEFAULT_SOCKETS,
+        }
+    }
+}
+
+/// Offsets derived from a [`Geometry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Offsets {
+    rings_offset: u64,
+    ring_stride: u64,
+    sockets_offset: u64,
+    total_size: u64,
+}
+
+impl Geometry {
+    fn validate(&self) -> Result<Geometry, RegionError> {
+        if self.rings == 0 || self.rings > MAX_RINGS {
+            return Err(RegionError::BadSize("ring count must be 1..=4096"));
+        }
+        if self.ring_capacity < MAX_EVENT_SLOTS as u32 || self.ring_capacity > MAX_RING_CAPACITY {
+            return Err(RegionError::BadSize(
+                "ring capacity must be 4..=1048576 slots",
+            ));
+        }
+        if self.sockets == 0 || self.sockets > MAX_SOCKETS {
+            return Err(RegionError::BadSize("socket count must be 1..=4194304"));
+        }
+        Ok(Geometry {
+            ring_capacity: self.ring_capacity.next_power_of_two(),
+            ..*self
+        })
+    }
+
+    fn offsets(&self) -> Offsets {
+        let rings_offset = HEADER_SIZE as u64;
+        let ring_stride = RING_CONTROL_SIZE as u64 + self.ring_capacity as u64 * SLOT_SIZE as u64;
+        let sockets_offset = rings_offset + ring_stride * self.rings as u64;
+        let total_size = sockets_offset + self.sockets as u64 * SOCKET_SLOT_SIZE as u64;
+        Offsets {
+            rings_offset,
+            ring_stride,
+            sockets_offset,
+            total_size,
+        }
+    }
+
+    /// Size in bytes of a region with this geometry.
+    pub fn total_size(&self) -> Result<u64, RegionError> {
+        Ok(self.validate()?.offsets().total_size)
+    }
+}
+
+/// A mapped region.
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    geometry: Geometry,
+    offsets: Offsets,
+}
+
+// SAFETY: all shared state in the mapping is accessed through atomics or through the ring
+// protocol (single producer per ring, slot contents published by Release/Acquire on head/tail).
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("len", &self.len)
+            .field("geometry", &self.geometry)
+            .finish()
+    }
+}
+
+/// Makes `dir` a private directory: creates it mode 0700, or accepts an existing one only if it
+/// is a real directory (not a symlink), owned by the effective user, with no group/other access.
+pub fn ensure_private_dir(dir: &CStr) -> Result<(), RegionError> {
+    // SAFETY: dir is a valid C string.
+    let rc = unsafe { libc::mkdir(dir.as_ptr(), 0o700) };
+    if rc != 0 && errno() != libc::EEXIST {
+        return Err(os("mkdir"));
+    }
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer; lstat does not follow a final symlink.
+    if unsafe { libc::lstat(dir.as_ptr(), &mut st) } != 0 {
+        return Err(os("lstat"));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(RegionError::Unsafe(
+            "the shared-memory directory is not a directory (symlink?)",
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if st.st_uid != unsafe { libc::geteuid() } {
+        return Err(RegionError::Unsafe(
+            "the shared-memory directory is owned by another user",
+        ));
+    }
+    if st.st_mode & 0o077 != 0 {
+        return Err(RegionError::Unsafe(
+            "the shared-memory directory is accessible to group or others",
+        ));
+    }
+    Ok(())
+}
+
+impl Region {
+    /// Creates a new region file at `path` (which must not exist) and maps it. The file is created
+    /// with `O_EXCL | O_NOFOLLOW`, mode 0600, sized, and its header initialised with the magic
+    /// written last.
+    pub fn create(
+        path: &CStr,
+        geometry: Geometry,
+        collector_pid: u32,
+    ) -> Result<Region, RegionError> {
+        let geometry = geometry.validate()?;
+        let offsets = geometry.offsets();
+        // SAFETY: valid C string; flags refuse to follow symlinks or reuse an existing file.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(os("open (create)"));
+        }
+        let result = Self::create_on(fd, geometry, offsets, collector_pid);
+        // SAFETY: fd is ours; the mapping (if any) stays valid after close.
+        unsafe { libc::close(fd) };
+        if result.is_err() {
+            // SAFETY: valid C string; removes the half-made file.
+            unsafe { libc::unlink(path.as_ptr()) };
+        }
+        result
+    }
+
+    fn create_on(
+        fd: i32,
+        geometry: Geometry,
+        offsets: Offsets,
+        collector_pid: u32,
+    ) -> Result<Region, RegionError> {
+        // SAFETY: fd is a valid descriptor.
+        if unsafe { libc::ftruncate(fd, offsets.total_size as libc::off_t) } != 0 {
+            return Err(os("ftruncate"));
+        }
+        let region = Self::map(fd, offsets.total_size as usize, geometry, offsets)?;
+        let h = region.header_mut_ptr();
+        // SAFETY: the mapping is at least HEADER_SIZE bytes, fresh (zero-filled) and not yet
+        // visible to any producer (magic is still 0), so plain writes are fine.
+        unsafe {
+            (*h).abi_version = ABI_VERSION;
+            (*h).header_size = HEADER_SIZE as u32;
+            (*h).total_size = offsets.total_size;
+            (*h).ring_count = geometry.rings;
+            (*h).ring_capacity = geometry.ring_capacity;
+            (*h).slot_size = SLOT_SIZE as u32;
+            (*h).socket_count = geometry.sockets;
+            (*h).rings_offset = offsets.rings_offset;
+            (*h).ring_stride = offsets.ring_stride;
+            (*h).sockets_offset = offsets.sockets_offset;
+            (*h).collector_pid = collector_pid;
+            (*h).created_ns = crate::ring::realtime_ns();
+        }
+        // Release: pairs with the Acquire load of `magic` in `open`; everything above is visible
+        // to whoever sees the magic.
+        region.header().magic.store(MAGIC, Ordering::Release);
+        Ok(region)
+    }
+
+    /// Opens and maps an existing region. Refuses files that are not regular, not owned by the
+    /// effective user, or writable by group/others, and headers that don't match this ABI or the
+    /// file's size. The descriptor is closed before returning: only the mapping remains.
+    pub fn open(path: &CStr) -> Result<Region, RegionError> {
+        // SAFETY: valid C string; O_NOFOLLOW refuses a symlink in the final component.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(os("open"));
+        }
+        let result = Self::open_fd(fd);
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        result
+    }
+
+    fn open_fd(fd: i32) -> Result<Region, RegionError> {
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: valid fd and out-pointer.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(os("fstat"));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(RegionError::Unsafe("not a regular file"));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if st.st_uid != unsafe { libc::geteuid() } {
+            return Err(RegionError::Unsafe("owned by another user"));
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(RegionError::Unsafe("writable by group or others"));
+        }
+        let size = st.st_size as u64;
+        if size < HEADER_SIZE as u64 {
+            return Err(RegionError::BadHeader("file shorter than a header"));
+        }
+        // Copy the header out with pread first: sizes are checked before anything is mapped.
+        let mut raw = [0u8; HEADER_SIZE];
+        // SAFETY: valid fd, buffer of HEADER_SIZE bytes.
+        let n = unsafe { libc::pread(fd, raw.as_mut_ptr().cast(), HEADER_SIZE, 0) };
+        if n != HEADER_SIZE as isize {
+            return Err(os("pread"));
+        }
+        let word = |at: usize| u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let magic = u64::from_le_bytes([
+            raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+        ]);
+        if magic != MAGIC {
+            return Err(RegionError::BadHeader("bad magic"));
+        }
+        if word(8) != ABI_VERSION {
+            return Err(RegionError::BadHeader("ABI version mismatch"));
+        }
+        if word(12) != HEADER_SIZE as u32 || word(32) != SLOT_SIZE as u32 {
+            return Err(RegionError::BadHeader("unexpected header or slot size"));
+        }
+        let geometry = Geometry {
+            rings: word(24),
+            ring_capacity: word(28),
+            sockets: word(36),
+        };
+        if !geometry.ring_capacity.is_power_of_two() {
+            return Err(RegionError::BadHeader(
+                "ring capacity is not a power of two",
+            ));
+        }
+        let geometry = geometry
+            .validate()
+            .map_err(|_| RegionError::BadHeader("sizes out of range"))?;
+        let offsets = geometry.offsets();
+        if offsets.total_size > size {
+            return Err(RegionError::BadHeader("file shorter than its header says"));
+        }
+        Self::map(fd, offsets.total_size as usize, geometry, offsets)
+    }
+
+    fn map(
+        fd: i32,
+        len: usize,
+        geometry: Geometry,
+        offsets: Offsets,
+    ) -> Result<Region, RegionError> {
+        // SAFETY: mapping a file we hold open; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os("mmap"));
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or(RegionError::Os {
+            step: "mmap",
+            errno: 0,
+        })?;
+        Ok(Region {
+            base,
+            len,
+            geometry,
+            offsets,
+        })
+    }
+
+    fn header_mut_ptr(&self) -> *mut Header {
+        self.base.as_ptr().cast()
+    }
+
+    /// The shared header. Only its atomics are meant to be read after creation; sizes come
+    /// from [`Region::geometry`].
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a Header (len >= HEADER_SIZE checked at map time) and
+        // the mapping is page-aligned.
+        unsafe { &*self.header_mut_ptr() }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Ring `index`: its control block and slot memory.
+    pub fn ring(&self, index: u32) -> Option<crate::ring::RingRef<'_>> {
+        if index >= self.geometry.rings {
+            return None;
+        }
+        let off = self.offsets.rings_offset + self.offsets.ring_stride * index as u64;
+        // SAFETY: index < rings, so the control block and its `ring_capacity` slots lie inside
+        // the mapping (total_size was computed from the same geometry). Offsets are multiples of
+        // 64, so the RingControl is aligned.
+        unsafe {
+            let control = &*(self.base.as_ptr().add(off as usize) as *const RingControl);
+            let slots = self.base.as_ptr().add(off as usize + RING_CONTROL_SIZE);
+            Some(crate::ring::RingRef::new(
+                control,
+                slots,
+                self.geometry.ring_capacity,
+            ))
+        }
+    }
+
+    /// Socket slot `index`.
+    pub fn socket(&self, index: u32) -> Option<&SocketSlot> {
+        if index >= self.geometry.sockets {
+            return None;
+        }
+        let off = self.offsets.sockets_offset + SOCKET_SLOT_SIZE as u64 * index as u64;
+        // SAFETY: index < sockets, so the slot lies inside the mapping; offsets are multiples of
+        // 64 so it is aligned.
+        Some(unsafe { &*(self.base.as_ptr().add(off as usize) as *const SocketSlot) })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe our own mapping, and no reference into it outlives self.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::ffi::CString;
+    use std::format;
+
+    fn temp_path(name: &str) -> CString {
+        let dir = std::env::temp_dir();
+        CString::new(format!(
+            "{}/netmon-proto-test-{}-{}",
+            dir.display(),
+            std::process::id(),
+            name
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn create_then_open_agree() {
+        let p = temp_path("agree");
+        let g = Geometry {
+            rings: 3,
+            ring_capacity: 10,
+            sockets: 7,
+        };
+        let a = Region::create(&p, g, 1).unwrap();
+        assert_eq!(a.geometry().ring_capacity, 16);
+        let b = Region::open(&p).unwrap();
+        assert_eq!(a.geometry(), b.geometry());
+        a.socket(6).unwrap().bytes_sent.store(42, Ordering::Relaxed);
+        assert_eq!(b.socket(6).unwrap().bytes_sent.load(Ordering::Relaxed), 42);
+        assert!(b.socket(7).is_none());
+        assert!(b.ring(3).is_none());
+        // Exclusive create refuses an existing file.
+        assert!(Region::create(&p, g, 1).is_err());
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+
+    #[test]
+    fn open_rejects_garbage_and_short_files() {
+        let p = temp_path("garbage");
+        std::fs::write(p.to_str().unwrap(), [0xAAu8; 4096]).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.to_str().unwrap(), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        assert_eq!(
+            Region::open(&p).unwrap_err(),
+            RegionError::BadHeader("bad magic")
+        );
+        std::fs::write(p.to_str().unwrap(), [0u8; 10]).unwrap();
+        assert!(matches!(
+            Region::open(&p).unwrap_err(),
+            RegionError::BadHeader(_)
+        ));
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+
+    #[test]
+    fn open_rejects_header_claiming_more_than_the_file() {
+        let p = temp_path("short");
+        let g = Geometry {
+            rings: 2,
+            ring_capacity: 8,
+            sockets: 4,
+        };
+        drop(Region::create(&p, g, 1).unwrap());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p.to_str().unwrap())
+            .unwrap();
+        f.set_len(1024).unwrap();
+        assert_eq!(
+            Region::open(&p).unwrap_err(),
+            RegionError::BadHeader("file shorter than its header says")
+        );
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+
+    #[test]
+    fn open_refuses_world_writable_and_symlinks() {
+        let p = temp_path("mode");
+        drop(Region::create(&p, Geometry::default(), 1).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.to_str().unwrap(), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        assert!(matches!(
+            Region::open(&p).unwrap_err(),
+            RegionError::Unsafe(_)
+        ));
+        let link = temp_path("link");
+        std::os::unix::fs::symlink(p.to_str().unwrap(), link.to_str().unwrap()).unwrap();
+        assert!(matches!(
+            Region::open(&link).unwrap_err(),
+            RegionError::Os { .. }
+        ));
+        unsafe {
+            libc::unlink(p.as_ptr());
+            libc::unlink(link.as_ptr());
+        }
+    }
+
+    #[test]
+    fn private_dir_checks() {
+        let d = temp_path("dir");
+        ensure_private_dir(&d).unwrap();
+        ensure_private_dir(&d).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.to_str().unwrap(), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert!(ensure_private_dir(&d).is_err());
+        std::fs::remove_dir(d.to_str().unwrap()).unwrap();
+    }
+}
