@@ -8,6 +8,8 @@ import pytest
 
 from support import clients, harness
 
+P = harness.PYTHON
+
 
 @pytest.mark.parametrize("client", clients.params(clients.HTTP_CLIENTS))
 def test_http_client_bytes_exact(client, request, run_netmon, forwarder, certs, tmp_path):
@@ -59,3 +61,41 @@ def test_totals_sum_the_flows(run_netmon, raw_backend, http_backend, forwarder):
     assert s["totals"]["connections"] == sum(f["connections"] for f in s["flows"]), result.describe()
     assert s["totals"]["failed_connections"] == 0, result.describe()
     assert s["dropped_events"] == 0, result.describe()
+
+
+BYTE_PATHS = [
+    "send-recv", "sendall-recvinto", "sendmsg-recvmsg", "write-read", "writev-readv",
+    "sendfile", "dup", "dup2", "nonblocking",
+]
+
+
+@pytest.mark.parametrize("method", BYTE_PATHS)
+def test_each_byte_path_counted_exactly(method, run_netmon, raw_backend, forwarder):
+    """send/recv, sendmsg/recvmsg, read/write, readv/writev, sendfile, dup'd fds, non-blocking connect."""
+    send, recv = 300_000, 500_000
+    fwd = forwarder(raw_backend.port)
+    result = run_netmon(
+        [P, str(harness.CLIENTS / "py_bytepaths.py"), "--port", fwd.port, "--method", method,
+         "--send", send, "--recv", recv]
+    )
+    harness.assert_ran_ok(result)
+    totals = fwd.wait_idle(1)
+    assert (totals.client_to_server, totals.server_to_client) == (8 + send, recv), totals
+    harness.assert_flow_matches_forwarder(result, fwd.port, totals)
+
+
+@pytest.fixture(scope="module")
+def udp_echo(work_dir):
+    server = harness.start_server("udp-echo", work_dir / "logs")
+    yield server
+    server.stop()
+
+
+def test_udp_datagrams(run_netmon, udp_echo):
+    count, size = 10, 1000
+    result = run_netmon([P, str(harness.CLIENTS / "py_udp.py"), "--port", udp_echo.port, "--count", count, "--size", size])
+    harness.assert_ran_ok(result)
+    flow = harness.one_flow(result, direction="outgoing", transport="udp", dst_ip="127.0.0.1", dst_port=udp_echo.port)
+    assert (flow["bytes_sent"], flow["bytes_received"]) == (2 * count * size, 2 * count * size), result.describe()
+    assert flow["family"] == "IPv4" and flow["failed"] == 0, result.describe()
+    harness.assert_pids_known(result, flow)

@@ -4,6 +4,7 @@ import json
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -44,8 +45,6 @@ def test_forking_server_incoming_flow(start_netmon, tmp_path):
     conns, send, recv = 12, 50_000, 80_000
     port_file = tmp_path / "forking.port"
     running = start_netmon([P, str(harness.CLIENTS / "py_forking_server.py"), "--port-file", port_file, "--conns", conns])
-    import time
-
     deadline = time.monotonic() + 30
     while not port_file.exists():
         assert running.proc.poll() is None, running.wait().describe()

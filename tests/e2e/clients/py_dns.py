@@ -29,7 +29,7 @@ def resolve(name: str) -> dict:
     try:
         if args.gethostbyname:
             return {"addresses": socket.gethostbyname_ex(name)[2]}
-        infos = socket.getaddrinfo(name, 80, family, socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(name, 80, family)  # no type: libc returns one entry per socket type
         return {"addresses": sorted({i[4][0] for i in infos})}
     except socket.herror as e:
         return {"error": f"h_errno {e.errno}"}

@@ -5,7 +5,8 @@ Inside the namespace (only `lo`, 127.0.0.1 and ::1):
   api.test.internal -> 127.0.0.1, v6.test.internal -> ::1,
   any other name under test.internal -> NXDOMAIN (--local),
   names under fail.internal are forwarded to a server that always answers SERVFAIL;
-- a raw-protocol TCP server on 127.0.0.1 (for connections to a resolved name).
+- raw-protocol TCP servers on 127.0.0.1 and on ::1 (for connections to a resolved name;
+  IPv6 tests use this namespace's ::1 so no test traffic leaves 127.0.0.1 outside it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ SERVFAIL_PORT = 5353
 @dataclass
 class DnsNetns:
     name: str
-    raw_port: int
+    raw_port: int  # raw-protocol server on 127.0.0.1 inside the namespace
+    raw6_port: int  # the same on ::1
     log_dir: Path
 
     def run(self, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
@@ -67,8 +69,9 @@ class DnsNetnsFixture:
             "--listen-address=127.0.0.1", "--bind-interfaces", "--port=53",
             "--user=root", "--group=root", "--pid-file=",
             "--log-queries", "--log-facility=-",
-            f"--address=/{API_NAME}/127.0.0.1",
-            f"--address=/{V6_NAME}/::1",
+            # host-record (not --address) so the other address type is NODATA, not NXDOMAIN
+            f"--host-record={API_NAME},127.0.0.1",
+            f"--host-record={V6_NAME},::1",
             "--local=/test.internal/",
             f"--server=/fail.internal/127.0.0.1#{SERVFAIL_PORT}",
         ]
@@ -80,7 +83,9 @@ class DnsNetnsFixture:
 
         raw = harness.start_server("raw", self.log_dir, netns=self.name)
         self.procs.append(raw)
-        ns = DnsNetns(self.name, raw.port, self.log_dir)
+        raw6 = harness.start_server("raw", self.log_dir, "--host", "::1", netns=self.name)
+        self.procs.append(raw6)
+        ns = DnsNetns(self.name, raw.port, raw6.port, self.log_dir)
 
         # Ready when the resolver answers (unmonitored probe).
         deadline = time.monotonic() + 15

@@ -9,9 +9,11 @@
         the client sends an 8-byte header: request length L and response length R
         (both unsigned 32-bit big-endian), then L bytes; the server reads them all,
         sends R bytes, then shuts down its write side and waits for the client's EOF.
+    servers.py udp-echo                         UDP server sending each datagram back
     servers.py dns-servfail                     UDP DNS server answering SERVFAIL to all
 
-All listen on 127.0.0.1 (port 0 unless --port) and print the port on stdout.
+All listen on 127.0.0.1 (or --host, e.g. ::1; port 0 unless --port) and print the port on
+stdout (and write it to --port-file).
 """
 
 from __future__ import annotations
@@ -200,9 +202,9 @@ def handle_raw(conn: socket.socket) -> None:
 
 
 def serve_raw(args) -> None:
-    lsock = socket.socket()
+    lsock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("127.0.0.1", args.port))
+    lsock.bind((args.host, args.port))
     lsock.listen(4096)
     announce(lsock.getsockname()[1], args.port_file)
     while True:
@@ -211,6 +213,18 @@ def serve_raw(args) -> None:
         except InterruptedError:
             continue
         threading.Thread(target=handle_raw, args=(conn,), daemon=True).start()
+
+
+# --------------------------------------------------------------------------- UDP echo
+
+
+def serve_udp_echo(args) -> None:
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((args.host, args.port))
+    announce(sock.getsockname()[1], args.port_file)
+    while True:
+        data, peer = sock.recvfrom(65536)
+        sock.sendto(data, peer)
 
 
 # --------------------------------------------------------------------------- DNS
@@ -241,14 +255,16 @@ def serve_dns_servfail(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="netmon e2e test servers")
-    ap.add_argument("kind", choices=["http", "raw", "dns-servfail"])
+    ap.add_argument("kind", choices=["http", "raw", "udp-echo", "dns-servfail"])
+    ap.add_argument("--host", default="127.0.0.1", help="raw and udp-echo only")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    {"http": serve_http, "raw": serve_raw, "dns-servfail": serve_dns_servfail}[args.kind](args)
+    servers = {"http": serve_http, "raw": serve_raw, "udp-echo": serve_udp_echo, "dns-servfail": serve_dns_servfail}
+    servers[args.kind](args)
     return 0
 
 

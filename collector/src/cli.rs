@@ -1,0 +1,93 @@
+//! Command-line interface: flags, their `NETMON_*` environment equivalents, and dispatch.
+
+use crate::run::{self, RunOptions};
+use crate::session;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use netmon_proto::region::Geometry;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "netmon",
+    version,
+    about = "See what a program or a serverless function does on the network",
+    long_about = "See what a program or a serverless function does on the network: the names it \
+resolves, where it connects, the bytes each way, what fails and how long it takes. No root, no \
+eBPF, no code changes."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a program under netmon and report its network activity when it exits
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Also write the summary as JSON to FILE
+    #[arg(long, value_name = "FILE", env = "NETMON_JSON")]
+    json: Option<PathBuf>,
+    /// Don't print the summary on stderr
+    #[arg(long, short)]
+    quiet: bool,
+    /// Directory for the shared-memory file [default: /tmp/netmon-<uid>]
+    #[arg(long, value_name = "DIR", env = "NETMON_SHM_DIR")]
+    shm_dir: Option<PathBuf>,
+    /// Path of libnetmon.so [default: next to the netmon binary]
+    #[arg(long, value_name = "PATH", env = "NETMON_LIB")]
+    lib: Option<PathBuf>,
+    /// Event rings (one per thread that uses the network at the same time)
+    #[arg(long, default_value_t = Geometry::default().rings, env = "NETMON_RINGS",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    rings: u32,
+    /// Events each ring holds between two reads
+    #[arg(long, default_value_t = Geometry::default().ring_capacity, env = "NETMON_RING_SLOTS",
+          value_parser = clap::value_parser!(u32).range(4..=1048576))]
+    ring_slots: u32,
+    /// Sockets tracked at the same time
+    #[arg(long, default_value_t = Geometry::default().sockets, env = "NETMON_SOCKETS",
+          value_parser = clap::value_parser!(u32).range(1..=4194304))]
+    sockets: u32,
+    /// How often the shared memory is read, in milliseconds
+    #[arg(long, default_value_t = 20, env = "NETMON_POLL_MS",
+          value_parser = clap::value_parser!(u64).range(1..=10000))]
+    poll_ms: u64,
+    /// The program to run, and its arguments
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// Parses the command line and runs the chosen mode; returns the process exit code.
+pub fn main() -> Result<i32> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            });
+        }
+    };
+    match cli.command {
+        Command::Run(a) => run::run(RunOptions {
+            command: a.command,
+            json: a.json,
+            quiet: a.quiet,
+            shm_dir: a.shm_dir.unwrap_or_else(session::default_dir),
+            lib: a.lib,
+            geometry: Geometry {
+                rings: a.rings,
+                ring_capacity: a.ring_slots,
+                sockets: a.sockets,
+            },
+            poll_interval: Duration::from_millis(a.poll_ms),
+        }),
+    }
+}

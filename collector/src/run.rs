@@ -1,0 +1,126 @@
+//! `netmon run -- CMD`: runs a program under the interceptor, follows its children, forwards
+//! signals, and reports what it did on the network when it exits.
+
+use crate::session::{self, Session};
+use crate::summary::{self, RunInfo};
+use crate::tracker::Tracker;
+use anyhow::{Context, Result};
+use netmon_proto::region::Geometry;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Options of `netmon run`.
+pub struct RunOptions {
+    pub command: Vec<String>,
+    pub json: Option<PathBuf>,
+    pub quiet: bool,
+    pub shm_dir: PathBuf,
+    pub lib: Option<PathBuf>,
+    pub geometry: Geometry,
+    pub poll_interval: Duration,
+}
+
+/// Exit status when the command cannot be started (as shells do).
+pub const EXIT_CANNOT_START: i32 = 127;
+
+/// Signals passed on to the child when another process sends them to netmon. Signals from the
+/// terminal (Ctrl-C) already reach the child through its process group and are not repeated.
+const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
+
+pub fn run(opts: RunOptions) -> Result<i32> {
+    let lib = session::locate_interceptor(opts.lib.as_deref())?;
+    let session = Session::create(
+        &opts.shm_dir,
+        &format!("run-{}.shm", std::process::id()),
+        opts.geometry,
+    )?;
+    let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED)
+        .context("cannot install signal handlers")?;
+    let program = &opts.command[0];
+    let started = Instant::now();
+    let mut child = match Command::new(program)
+        .args(&opts.command[1..])
+        .env(
+            "LD_PRELOAD",
+            session::preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref()),
+        )
+        .env("NETMON_SHM", &session.path)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netmon: cannot start {program}: {e}");
+            return Ok(EXIT_CANNOT_START);
+        }
+    };
+    let child_pid = Pid::from_raw(child.id() as i32);
+
+    let forwarder_handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for info in signals.forever() {
+            if info.process.is_some() {
+                if let Ok(sig) = Signal::try_from(info.signal) {
+                    let _ = kill(child_pid, sig);
+                }
+            }
+        }
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let interval = opts.poll_interval;
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                let mut tracker = Tracker::new();
+                while !stop.load(Ordering::Relaxed) {
+                    tracker.poll(&session.region);
+                    std::thread::sleep(interval);
+                }
+                tracker.finish(&session.region);
+                tracker
+            });
+            let status = child.wait();
+            stop.store(true, Ordering::Relaxed);
+            let tracker = handle.join().expect("reader thread panicked");
+            (status, tracker)
+        })
+    };
+    let (status, tracker) = reader;
+    forwarder_handle.close();
+    let _ = forwarder.join();
+    let status = status.context("waiting for the command failed")?;
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+
+    let health = tracker.health(&session.region);
+    let summary = summary::build(
+        &tracker,
+        health,
+        RunInfo {
+            command: opts.command.clone(),
+            exit_code,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+    );
+    if !opts.quiet {
+        eprint!("{}", summary::render_text(&summary));
+    }
+    if let Some(path) = &opts.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit_code)
+}

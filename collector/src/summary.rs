@@ -1,0 +1,493 @@
+//! The run summary: DNS per name, flows per destination, totals — as JSON (`--json`) and as the
+//! human text `netmon run` prints. Pure functions of the [`Tracker`]'s state.
+
+use crate::names;
+use crate::tracker::{Direction, Health, Outcome, Tracker, Transport};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RunSummary {
+    pub command: Vec<String>,
+    pub exit_code: i32,
+    pub duration_ms: f64,
+    pub processes: Vec<ProcessSummary>,
+    pub dns: Vec<DnsSummary>,
+    pub flows: Vec<FlowSummary>,
+    pub totals: Totals,
+    pub dropped_events: u64,
+    pub records_rejected: u64,
+    pub sockets_untracked: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub ppid: u32,
+    pub executable: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DnsSummary {
+    pub name: String,
+    pub answers: Vec<String>,
+    pub count: u64,
+    pub failures: u64,
+    /// The last failure's reason, if any lookup failed.
+    pub error: Option<String>,
+    /// The last lookup's DNS rcode (-1: timeout).
+    pub rcode: i32,
+    pub source: String,
+    pub latency_ms_avg: f64,
+    pub latency_ms_max: f64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct FlowSummary {
+    pub direction: String,
+    pub transport: String,
+    pub family: String,
+    pub dst_domain: Option<String>,
+    pub dst_ip: String,
+    /// The peer's port for outgoing flows; null for incoming ones (the peer's port is
+    /// ephemeral; `src_port` is the local port it connected to).
+    pub dst_port: Option<u16>,
+    pub src_ip: Option<String>,
+    pub src_port: Option<u16>,
+    pub connections: u64,
+    pub failed: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub rtt_us: Option<f64>,
+    pub retransmits: Option<u64>,
+    pub pids: Vec<u32>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Totals {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub connections: u64,
+    pub failed_connections: u64,
+    pub dns_lookups: u64,
+    pub dns_failures: u64,
+}
+
+/// What a flow is keyed by: direction, transport, peer ip, service port (the peer's for
+/// outgoing, ours for incoming).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FlowKey {
+    direction: Direction,
+    transport: Transport,
+    peer: IpAddr,
+    service_port: u16,
+}
+
+#[derive(Default)]
+struct FlowAcc {
+    src_ip: Option<IpAddr>,
+    connections: u64,
+    failed: u64,
+    errors: BTreeMap<String, u64>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    packets_sent: u64,
+    packets_received: u64,
+    rtt_sum: f64,
+    rtt_n: u64,
+    retransmits: Option<u64>,
+    pids: BTreeSet<u32>,
+}
+
+fn family_of(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Inputs to a summary that don't come from the region.
+pub struct RunInfo {
+    pub command: Vec<String>,
+    pub exit_code: i32,
+    pub duration_ms: f64,
+}
+
+pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
+    let names = t.name_index();
+    let mut flows: BTreeMap<FlowKey, FlowAcc> = BTreeMap::new();
+    for s in t.sockets.values() {
+        let Some(remote) = s.remote else { continue };
+        let direction = s.direction();
+        let service_port = match direction {
+            Direction::Outgoing => remote.port,
+            Direction::Incoming => s.local.map_or(0, |l| l.port),
+        };
+        let key = FlowKey {
+            direction,
+            transport: s.transport,
+            peer: remote.ip,
+            service_port,
+        };
+        let acc = flows.entry(key).or_default();
+        if let Some(l) = s.local {
+            acc.src_ip = Some(l.ip);
+        }
+        acc.pids.insert(s.pid);
+        acc.bytes_sent += s.bytes_sent;
+        acc.bytes_received += s.bytes_received;
+        match s.transport {
+            Transport::Tcp => {
+                acc.packets_sent += s.segs_out as u64;
+                acc.packets_received += s.segs_in as u64;
+            }
+            Transport::Udp => {
+                acc.packets_sent += s.sends;
+                acc.packets_received += s.receives;
+            }
+        }
+        if let Some(rtt) = s.rtt_us {
+            acc.rtt_sum += rtt as f64;
+            acc.rtt_n += 1;
+        }
+        if let Some(r) = s.retransmits {
+            *acc.retransmits.get_or_insert(0) += r as u64;
+        }
+        if s.inherited {
+            continue; // the parent counted this connection
+        }
+        match &s.outcome {
+            Outcome::Failed(e) => {
+                acc.failed += 1;
+                *acc.errors.entry(names::errno_name(*e)).or_default() += 1;
+            }
+            Outcome::Connected => acc.connections += 1,
+            Outcome::None | Outcome::Pending if s.transport == Transport::Udp => {
+                acc.connections += 1
+            }
+            _ => {}
+        }
+    }
+    for d in t.datagrams.values() {
+        let key = FlowKey {
+            direction: Direction::Outgoing,
+            transport: Transport::Udp,
+            peer: d.peer.ip,
+            service_port: d.peer.port,
+        };
+        let acc = flows.entry(key).or_default();
+        acc.pids.insert(d.pid);
+        acc.bytes_sent += d.bytes_sent;
+        acc.bytes_received += d.bytes_received;
+        match d.direction {
+            Direction::Outgoing => acc.packets_sent += d.count,
+            Direction::Incoming => acc.packets_received += d.count,
+        }
+    }
+
+    let mut totals = Totals::default();
+    let flows: Vec<FlowSummary> = flows
+        .into_iter()
+        .map(|(k, a)| {
+            totals.bytes_sent += a.bytes_sent;
+            totals.bytes_received += a.bytes_received;
+            totals.connections += a.connections + a.failed;
+            totals.failed_connections += a.failed;
+            let outgoing = k.direction == Direction::Outgoing;
+            FlowSummary {
+                direction: k.direction.as_str().into(),
+                transport: k.transport.as_str().into(),
+                family: family_of(&k.peer).into(),
+                dst_domain: names.get(&k.peer).cloned(),
+                dst_ip: k.peer.to_string(),
+                dst_port: outgoing.then_some(k.service_port),
+                src_ip: a.src_ip.map(|ip| ip.to_string()),
+                src_port: (!outgoing).then_some(k.service_port),
+                connections: a.connections,
+                failed: a.failed,
+                errors: a.errors,
+                bytes_sent: a.bytes_sent,
+                bytes_received: a.bytes_received,
+                packets_sent: a.packets_sent,
+                packets_received: a.packets_received,
+                rtt_us: (a.rtt_n > 0).then(|| a.rtt_sum / a.rtt_n as f64),
+                retransmits: a.retransmits,
+                pids: a.pids.into_iter().collect(),
+            }
+        })
+        .collect();
+
+    let mut dns: BTreeMap<&str, Vec<&crate::tracker::DnsLookup>> = BTreeMap::new();
+    for l in &t.lookups {
+        dns.entry(&l.name).or_default().push(l);
+    }
+    let dns: Vec<DnsSummary> = dns
+        .into_iter()
+        .map(|(name, mut ls)| {
+            ls.sort_by_key(|l| l.start_ns);
+            let mut answers = BTreeSet::new();
+            let mut failures = 0;
+            let mut error = None;
+            let (mut sum, mut max) = (0u64, 0u64);
+            for l in &ls {
+                answers.extend(l.answers.iter().copied());
+                if let Some(e) = &l.error {
+                    failures += 1;
+                    error = Some(e.clone());
+                }
+                sum += l.duration_ns;
+                max = max.max(l.duration_ns);
+            }
+            let last = ls.last().copied();
+            totals.dns_lookups += ls.len() as u64;
+            totals.dns_failures += failures;
+            DnsSummary {
+                name: name.to_string(),
+                answers: answers.into_iter().map(|a| a.to_string()).collect(),
+                count: ls.len() as u64,
+                failures,
+                error,
+                rcode: last.map_or(0, |l| l.rcode),
+                source: last.map_or("", |l| l.source.as_str()).to_string(),
+                latency_ms_avg: sum as f64 / ls.len().max(1) as f64 / 1e6,
+                latency_ms_max: max as f64 / 1e6,
+            }
+        })
+        .collect();
+
+    RunSummary {
+        command: info.command,
+        exit_code: info.exit_code,
+        duration_ms: info.duration_ms,
+        processes: t
+            .processes
+            .values()
+            .map(|p| ProcessSummary {
+                pid: p.pid,
+                ppid: p.ppid,
+                executable: p.executable.clone(),
+            })
+            .collect(),
+        dns,
+        flows,
+        totals,
+        dropped_events: health.events_dropped,
+        records_rejected: health.records_rejected,
+        sockets_untracked: health.sockets_untracked,
+    }
+}
+
+/// `1.2 KiB`, `48.3 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 1.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+/// Formats rows as columns separated by three spaces, trailing cells unpadded.
+fn columns(rows: &[Vec<String>]) -> Vec<String> {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("   ");
+                }
+                if i + 1 == r.len() {
+                    line.push_str(c);
+                } else {
+                    let _ = write!(line, "{c:<w$}", w = widths[i]);
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// The human summary `netmon run` prints on stderr.
+pub fn render_text(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let main = s
+        .processes
+        .iter()
+        .min_by_key(|p| p.pid)
+        .map(|p| format!("{} (pid {})", p.executable, p.pid))
+        .unwrap_or_else(|| s.command.first().cloned().unwrap_or_default());
+    let others = s.processes.len().saturating_sub(1) as u64;
+    let _ = write!(out, "netmon: {main}");
+    if others > 0 {
+        let _ = write!(out, " and {}", plural(others, "other process", "other processes"));
+    }
+    let _ = writeln!(out, ", {:.2} s, exit {}", s.duration_ms / 1000.0, s.exit_code);
+
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for d in &s.dns {
+        let answers = if d.answers.is_empty() {
+            "-".to_string()
+        } else {
+            d.answers.join(", ")
+        };
+        let mut count = plural(d.count, "lookup", "lookups");
+        if d.failures > 0 {
+            let _ = write!(
+                count,
+                ", {} failed ({})",
+                d.failures,
+                d.error.as_deref().unwrap_or("?")
+            );
+        }
+        rows.push(vec![
+            "DNS".into(),
+            format!("{} -> {}", d.name, answers),
+            String::new(),
+            count,
+            ms(d.latency_ms_avg),
+        ]);
+    }
+    for f in &s.flows {
+        let endpoint = match (f.direction.as_str(), f.dst_port, f.src_port) {
+            ("incoming", _, Some(p)) => format!("{} -> :{p}", f.dst_ip),
+            (_, Some(p), _) => {
+                if f.family == "IPv6" {
+                    format!("[{}]:{p}", f.dst_ip)
+                } else {
+                    format!("{}:{p}", f.dst_ip)
+                }
+            }
+            _ => f.dst_ip.clone(),
+        };
+        let target = match &f.dst_domain {
+            Some(d) => format!("{d} {endpoint}"),
+            None => endpoint,
+        };
+        let attempts = f.connections + f.failed;
+        let mut conns = if f.failed == 0 {
+            plural(f.connections, "conn", "conns")
+        } else {
+            let errors: Vec<String> = f
+                .errors
+                .iter()
+                .map(|(e, n)| if *n > 1 { format!("{e} x{n}") } else { e.clone() })
+                .collect();
+            format!("{}/{} conn failed ({})", f.failed, attempts, errors.join(", "))
+        };
+        if f.transport == "udp" && f.failed == 0 {
+            conns = plural(f.connections, "socket", "sockets");
+        }
+        let mut row = vec![
+            f.transport.to_uppercase(),
+            target,
+            f.direction.clone(),
+            conns,
+            format!(
+                "{} out   {} in",
+                human_bytes(f.bytes_sent),
+                human_bytes(f.bytes_received)
+            ),
+        ];
+        if let Some(rtt) = f.rtt_us {
+            row.push(format!("rtt {}", ms(rtt / 1000.0)));
+        }
+        rows.push(row);
+    }
+    for line in columns(&rows) {
+        let _ = writeln!(out, "  {line}");
+    }
+    let t = &s.totals;
+    let _ = write!(
+        out,
+        "  total {} out, {} in, {}",
+        human_bytes(t.bytes_sent),
+        human_bytes(t.bytes_received),
+        plural(t.connections, "connection", "connections"),
+    );
+    if t.failed_connections > 0 {
+        let _ = write!(out, " ({} failed)", t.failed_connections);
+    }
+    let _ = write!(
+        out,
+        ", {}",
+        plural(t.dns_lookups, "DNS lookup", "DNS lookups")
+    );
+    if t.dns_failures > 0 {
+        let _ = write!(out, " ({} failed)", t.dns_failures);
+    }
+    let _ = write!(
+        out,
+        ", {}",
+        plural(s.dropped_events, "event dropped", "events dropped")
+    );
+    if s.sockets_untracked > 0 {
+        let _ = write!(
+            out,
+            ", {}",
+            plural(s.sockets_untracked, "socket untracked", "sockets untracked")
+        );
+    }
+    if s.records_rejected > 0 {
+        let _ = write!(
+            out,
+            ", {}",
+            plural(s.records_rejected, "record rejected", "records rejected")
+        );
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1229), "1.2 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn columns_align() {
+        let rows = vec![
+            vec!["DNS".to_string(), "a".into(), "x".into()],
+            vec!["TCP".to_string(), "longer".into(), "y".into()],
+        ];
+        let lines = columns(&rows);
+        assert_eq!(lines[0], "DNS   a        x");
+        assert_eq!(lines[1], "TCP   longer   y");
+    }
+}

@@ -1,0 +1,644 @@
+//! Reads a shared-memory region — rings of events and socket slots — and keeps what the
+//! monitored processes did: processes, DNS lookups, sockets with their connection outcome and
+//! byte counters.
+//!
+//! Everything read from the region is untrusted: events and slots that fail validation are
+//! skipped and counted in [`Health::records_rejected`], never trusted, never a panic.
+
+use crate::names;
+use netmon_proto::region::Region;
+use netmon_proto::{
+    Addr, ConnectEvent, DatagramEvent, DnsEvent, Event, ProcessEvent, connect_state,
+    datagram_direction, dns_source, family, kind, process_flags, ring_state, role, socket_flags,
+    socket_state, transport, unpack_kind,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
+
+/// A process that attached to the region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub executable: String,
+    pub forked: bool,
+}
+
+/// Where a DNS lookup was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DnsSource {
+    Getaddrinfo,
+    Gethostbyname,
+    GetaddrinfoA,
+    /// DNS datagrams the program exchanged with a server itself.
+    Udp,
+}
+
+impl DnsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsSource::Getaddrinfo => "getaddrinfo",
+            DnsSource::Gethostbyname => "gethostbyname",
+            DnsSource::GetaddrinfoA => "getaddrinfo_a",
+            DnsSource::Udp => "udp",
+        }
+    }
+}
+
+/// One completed (or timed-out) name lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsLookup {
+    pub pid: u32,
+    pub tid: u32,
+    pub name: String,
+    pub source: DnsSource,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub answers: Vec<IpAddr>,
+    /// DNS response code: real for datagrams, derived from the libc status otherwise; -1 for
+    /// a timeout.
+    pub rcode: i32,
+    /// None on success, else a short reason ("NXDOMAIN", "EAI_AGAIN", "TIMEOUT", ...).
+    pub error: Option<String>,
+}
+
+/// An IP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outgoing => "outgoing",
+            Direction::Incoming => "incoming",
+        }
+    }
+}
+
+/// How a socket's connection ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No connect was attempted (UDP without connect, a listener, ...).
+    None,
+    Pending,
+    Connected,
+    /// Failed with this errno (0 when the reason could not be learned).
+    Failed(i32),
+}
+
+/// A connection attempt as the program made it (one `connect` call, or one `accept`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub errno: i32,
+}
+
+/// Everything known about one socket (one slot generation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SocketRecord {
+    pub pid: u32,
+    pub fd: i32,
+    pub transport: Transport,
+    pub is_ipv6: bool,
+    pub role: u8,
+    pub remote: Option<Endpoint>,
+    pub local: Option<Endpoint>,
+    pub outcome: Outcome,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sends: u64,
+    pub receives: u64,
+    pub open_ns: u64,
+    pub close_ns: Option<u64>,
+    pub rtt_us: Option<u32>,
+    pub rtt_var_us: Option<u32>,
+    pub retransmits: Option<u32>,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub inherited: bool,
+    pub attempts: Vec<Attempt>,
+}
+
+impl SocketRecord {
+    pub fn direction(&self) -> Direction {
+        if self.role == role::INCOMING {
+            Direction::Incoming
+        } else {
+            Direction::Outgoing
+        }
+    }
+}
+
+/// Bytes exchanged with a peer other than a socket's own (unconnected UDP).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datagrams {
+    pub pid: u32,
+    pub peer: Endpoint,
+    pub direction: Direction,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub count: u64,
+}
+
+/// netmon's own health: what was lost or refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Events dropped by producers (rings full, or no ring free).
+    pub events_dropped: u64,
+    /// Records that failed validation.
+    pub records_rejected: u64,
+    /// Sockets not tracked (socket table full, fd beyond the table).
+    pub sockets_untracked: u64,
+}
+
+type SocketKey = (u32, u32);
+type QueryKey = (u32, u32, u32, u16);
+
+/// The state built from one region.
+#[derive(Default)]
+pub struct Tracker {
+    pub processes: BTreeMap<u32, Process>,
+    pub lookups: Vec<DnsLookup>,
+    pub sockets: HashMap<SocketKey, SocketRecord>,
+    pub datagrams: HashMap<(u32, Endpoint, Direction), Datagrams>,
+    pending_queries: HashMap<QueryKey, DnsLookup>,
+    /// Early events for sockets whose slot we have not read yet.
+    orphan_attempts: HashMap<SocketKey, Vec<(u16, Attempt)>>,
+    rejected: u64,
+    ring_dropped: HashMap<u32, u64>,
+}
+
+fn endpoint(a: &Addr) -> Option<Endpoint> {
+    let ip = match a.family {
+        family::IPV4 => IpAddr::V4(Ipv4Addr::new(a.bytes[0], a.bytes[1], a.bytes[2], a.bytes[3])),
+        family::IPV6 => IpAddr::V6(Ipv6Addr::from(a.bytes)),
+        _ => return None,
+    };
+    Some(Endpoint { ip, port: a.port })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One pass: drains every ring, then reads every socket slot (freeing closed ones).
+    pub fn poll(&mut self, region: &Region) {
+        self.drain_rings(region);
+        self.scan_sockets(region, false);
+    }
+
+    /// The last pass: like [`poll`](Self::poll), and settles what can no longer change
+    /// (unanswered DNS queries become timeouts).
+    pub fn finish(&mut self, region: &Region) {
+        self.drain_rings(region);
+        self.scan_sockets(region, true);
+        self.drain_rings(region);
+        for (_, mut q) in self.pending_queries.drain() {
+            q.rcode = -1;
+            q.error = Some("TIMEOUT".into());
+            self.lookups.push(q);
+        }
+    }
+
+    fn drain_rings(&mut self, region: &Region) {
+        for i in 0..region.geometry().rings {
+            let Some(ring) = region.ring(i) else { break };
+            let state = ring.control.state.load(Ordering::Acquire);
+            if state == ring_state::FREE && ring.pending() == 0 {
+                continue;
+            }
+            let mut events: Vec<Vec<u8>> = Vec::new();
+            let stats = ring.consume(|bytes| events.push(bytes.to_vec()));
+            self.rejected += stats.rejected;
+            for e in events {
+                self.handle_event(&e);
+            }
+            let dropped = ring.control.dropped.load(Ordering::Relaxed);
+            self.ring_dropped.insert(i, dropped);
+            if state == ring_state::RETIRED && ring.pending() == 0 {
+                // Release: pairs with the producer's Acquire CAS in claim_ring.
+                let _ = ring.control.state.compare_exchange(
+                    ring_state::RETIRED,
+                    ring_state::FREE,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    fn handle_event(&mut self, bytes: &[u8]) {
+        let k = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        let ok = match k {
+            kind::PROCESS => ProcessEvent::read_from(bytes).map(|e| self.on_process(&e)),
+            kind::DNS => DnsEvent::read_from(bytes).map(|e| self.on_dns(&e)),
+            kind::CONNECT | kind::CONNECT_RESULT | kind::ACCEPT => {
+                ConnectEvent::read_from(bytes).map(|e| self.on_connect(k, &e))
+            }
+            kind::DATAGRAM => DatagramEvent::read_from(bytes).map(|e| self.on_datagram(&e)),
+            _ => None,
+        };
+        if !matches!(ok, Some(true)) {
+            self.rejected += 1;
+        }
+    }
+
+    fn on_process(&mut self, e: &ProcessEvent) -> bool {
+        let pid = e.header.pid;
+        if pid == 0 {
+            return false;
+        }
+        self.processes.insert(
+            pid,
+            Process {
+                pid,
+                ppid: e.ppid,
+                executable: text(e.exe_bytes()),
+                forked: e.header.flags & process_flags::FORKED != 0,
+            },
+        );
+        true
+    }
+
+    fn on_dns(&mut self, e: &DnsEvent) -> bool {
+        let name = text(e.name_bytes()).trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() {
+            return false;
+        }
+        let answers = e
+            .answer_slice()
+            .iter()
+            .filter_map(|a| endpoint(a).map(|p| p.ip))
+            .collect();
+        let mut lookup = DnsLookup {
+            pid: e.header.pid,
+            tid: e.header.tid,
+            name,
+            source: DnsSource::Udp,
+            start_ns: e.header.time_ns,
+            duration_ns: e.duration_ns,
+            answers,
+            rcode: 0,
+            error: None,
+        };
+        let key = (e.header.pid, e.socket, e.socket_generation, e.query_id);
+        match e.source {
+            dns_source::GETADDRINFO | dns_source::GETADDRINFO_A => {
+                lookup.source = if e.source == dns_source::GETADDRINFO {
+                    DnsSource::Getaddrinfo
+                } else {
+                    DnsSource::GetaddrinfoA
+                };
+                lookup.rcode = names::eai_rcode(e.status);
+                lookup.error = (e.status != 0).then(|| names::eai_name(e.status));
+            }
+            dns_source::GETHOSTBYNAME => {
+                lookup.source = DnsSource::Gethostbyname;
+                lookup.rcode = names::h_errno_rcode(e.status);
+                lookup.error = (e.status != 0).then(|| names::h_errno_name(e.status));
+            }
+            dns_source::UDP_QUERY => {
+                self.pending_queries.insert(key, lookup);
+                return true;
+            }
+            dns_source::UDP_RESPONSE => {
+                let rcode = e.rcode.clamp(0, 15) as i32;
+                lookup.rcode = rcode;
+                lookup.error = (rcode != 0).then(|| names::rcode_name(rcode));
+                if let Some(q) = self.pending_queries.remove(&key) {
+                    if e.duration_ns == 0 {
+                        lookup.start_ns = q.start_ns;
+                    }
+                }
+            }
+            _ => return false,
+        }
+        self.lookups.push(lookup);
+        true
+    }
+
+    fn on_connect(&mut self, k: u16, e: &ConnectEvent) -> bool {
+        if e.socket == u32::MAX {
+            return true; // an untracked socket: nothing to attach it to
+        }
+        let attempt = Attempt {
+            start_ns: e.header.time_ns,
+            duration_ns: e.duration_ns,
+            errno: e.errno,
+        };
+        let key = (e.socket, e.socket_generation);
+        match self.sockets.get_mut(&key) {
+            Some(s) if s.pid == e.header.pid => apply_attempt(s, k, attempt),
+            Some(_) => return false,
+            None => self
+                .orphan_attempts
+                .entry(key)
+                .or_default()
+                .push((k, attempt)),
+        }
+        true
+    }
+
+    fn on_datagram(&mut self, e: &DatagramEvent) -> bool {
+        let Some(peer) = endpoint(&e.peer) else {
+            return false;
+        };
+        let direction = match e.direction {
+            datagram_direction::SENT => Direction::Outgoing,
+            datagram_direction::RECEIVED => Direction::Incoming,
+            _ => return false,
+        };
+        let d = self
+            .datagrams
+            .entry((e.header.pid, peer, direction))
+            .or_insert(Datagrams {
+                pid: e.header.pid,
+                peer,
+                direction,
+                bytes_sent: 0,
+                bytes_received: 0,
+                count: 0,
+            });
+        match direction {
+            Direction::Outgoing => d.bytes_sent += e.bytes,
+            Direction::Incoming => d.bytes_received += e.bytes,
+        }
+        d.count += 1;
+        true
+    }
+
+    fn scan_sockets(&mut self, region: &Region, all_final: bool) {
+        let h = region.header();
+        let high = h
+            .socket_high_water
+            .load(Ordering::Relaxed)
+            .min(region.geometry().sockets);
+        for idx in 0..high {
+            let Some(slot) = region.socket(idx) else { break };
+            // Acquire: pairs with the producer's Release stores of state.
+            let state = slot.state.load(Ordering::Acquire);
+            if state != socket_state::OPEN && state != socket_state::CLOSED {
+                continue;
+            }
+            let gen_ = slot.generation.load(Ordering::Relaxed);
+            let (fam, tp, r) = unpack_kind(slot.kind.load(Ordering::Relaxed));
+            let transport = match tp {
+                transport::TCP => Transport::Tcp,
+                transport::UDP => Transport::Udp,
+                _ => {
+                    self.reject_slot(slot, state);
+                    continue;
+                }
+            };
+            if !(fam == family::IPV4 || fam == family::IPV6) || r > role::INCOMING {
+                self.reject_slot(slot, state);
+                continue;
+            }
+            let key = (idx, gen_);
+            let flags = slot.flags.load(Ordering::Relaxed);
+            let closed = state == socket_state::CLOSED;
+            let record = self.sockets.entry(key).or_insert_with(|| SocketRecord {
+                pid: slot.pid.load(Ordering::Relaxed),
+                fd: slot.fd.load(Ordering::Relaxed),
+                transport,
+                is_ipv6: fam == family::IPV6,
+                role: r,
+                remote: None,
+                local: None,
+                outcome: Outcome::None,
+                bytes_sent: 0,
+                bytes_received: 0,
+                sends: 0,
+                receives: 0,
+                open_ns: slot.open_ns.load(Ordering::Relaxed),
+                close_ns: None,
+                rtt_us: None,
+                rtt_var_us: None,
+                retransmits: None,
+                segs_out: 0,
+                segs_in: 0,
+                inherited: flags & socket_flags::INHERITED != 0,
+                attempts: Vec::new(),
+            });
+            record.role = r;
+            record.remote = endpoint(&slot.remote.load());
+            if let Some(l) = endpoint(&slot.local.load()) {
+                record.local = Some(l);
+            }
+            record.bytes_sent = slot.bytes_sent.load(Ordering::Relaxed);
+            record.bytes_received = slot.bytes_received.load(Ordering::Relaxed);
+            record.sends = slot.sends.load(Ordering::Relaxed);
+            record.receives = slot.receives.load(Ordering::Relaxed);
+            record.outcome = match slot.connect_state.load(Ordering::Relaxed) {
+                connect_state::PENDING => Outcome::Pending,
+                connect_state::CONNECTED => Outcome::Connected,
+                connect_state::FAILED => {
+                    Outcome::Failed(slot.connect_errno.load(Ordering::Relaxed))
+                }
+                _ => Outcome::None,
+            };
+            if closed {
+                record.close_ns = Some(slot.close_ns.load(Ordering::Relaxed));
+                if flags & socket_flags::TCP_INFO != 0 {
+                    record.rtt_us = Some(slot.rtt_us.load(Ordering::Relaxed));
+                    record.rtt_var_us = Some(slot.rtt_var_us.load(Ordering::Relaxed));
+                    record.retransmits = Some(slot.total_retrans.load(Ordering::Relaxed));
+                    record.segs_out = slot.segs_out.load(Ordering::Relaxed);
+                    record.segs_in = slot.segs_in.load(Ordering::Relaxed);
+                }
+            }
+            if let Some(early) = self.orphan_attempts.remove(&key) {
+                for (k, a) in early {
+                    apply_attempt(record, k, a);
+                }
+            }
+            if closed {
+                // Everything is read: hand the slot back. Release: pairs with the producer's
+                // Acquire CAS in claim_slot.
+                let _ = slot.state.compare_exchange(
+                    socket_state::CLOSED,
+                    socket_state::FREE,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            } else if all_final && record.outcome == Outcome::Pending {
+                // The process is gone or done without settling the connect.
+                record.outcome = Outcome::Failed(0);
+            }
+        }
+    }
+
+    fn reject_slot(&mut self, slot: &netmon_proto::SocketSlot, state: u32) {
+        self.rejected += 1;
+        if state == socket_state::CLOSED {
+            let _ = slot.state.compare_exchange(
+                socket_state::CLOSED,
+                socket_state::FREE,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Loss and rejection counters, including those the producers keep in the region.
+    pub fn health(&self, region: &Region) -> Health {
+        let h = region.header();
+        Health {
+            events_dropped: self.ring_dropped.values().sum::<u64>()
+                + h.dropped_no_ring.load(Ordering::Relaxed),
+            records_rejected: self.rejected,
+            sockets_untracked: h.sockets_untracked.load(Ordering::Relaxed)
+                + h.fds_untracked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The name an address was last resolved from, if any lookup returned it.
+    pub fn name_index(&self) -> HashMap<IpAddr, String> {
+        let mut m = HashMap::new();
+        let mut sorted: Vec<&DnsLookup> = self.lookups.iter().collect();
+        sorted.sort_by_key(|l| l.start_ns);
+        for l in sorted {
+            for a in &l.answers {
+                m.insert(*a, l.name.clone());
+            }
+        }
+        m
+    }
+}
+
+fn apply_attempt(s: &mut SocketRecord, k: u16, a: Attempt) {
+    match k {
+        kind::CONNECT | kind::ACCEPT => s.attempts.push(a),
+        kind::CONNECT_RESULT => {
+            // The outcome of the last attempt, learned later.
+            if let Some(last) = s.attempts.last_mut() {
+                last.errno = a.errno;
+                if a.start_ns > last.start_ns {
+                    last.duration_ns = a.start_ns - last.start_ns;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netmon_proto::region::Geometry;
+    use netmon_proto::{EventHeader, pack_kind};
+
+    fn region() -> (tempfile::TempDir, Region) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = std::ffi::CString::new(dir.path().join("r.shm").to_str().unwrap()).unwrap();
+        let r = Region::create(
+            &p,
+            Geometry {
+                rings: 2,
+                ring_capacity: 16,
+                sockets: 8,
+            },
+            1,
+        )
+        .unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn garbage_slots_and_events_are_rejected_not_trusted() {
+        let (_d, r) = region();
+        let s = r.socket(0).unwrap();
+        s.kind.store(0xFFFF_FFFF, Ordering::Relaxed);
+        s.state.store(socket_state::CLOSED, Ordering::Release);
+        r.header().socket_high_water.store(u32::MAX, Ordering::Relaxed);
+        let ring = r.ring(0).unwrap();
+        ring.control.state.store(ring_state::OWNED, Ordering::Relaxed);
+        let mut junk = [0u8; 128];
+        junk[0] = kind::CONNECT as u8;
+        junk[2] = 1;
+        junk[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        junk[24..28].copy_from_slice(&3u32.to_ne_bytes()); // socket 3, never published
+        assert!(ring.push(&junk, 1));
+        let mut t = Tracker::new();
+        t.finish(&r);
+        assert!(t.sockets.is_empty());
+        assert_eq!(t.health(&r).records_rejected, 1);
+        assert_eq!(s.state.load(Ordering::Relaxed), socket_state::FREE);
+    }
+
+    #[test]
+    fn reads_slots_attaches_events_and_frees_closed_slots() {
+        let (_d, r) = region();
+        let s = r.socket(2).unwrap();
+        s.generation.store(5, Ordering::Relaxed);
+        s.pid.store(42, Ordering::Relaxed);
+        s.kind.store(
+            pack_kind(family::IPV4, transport::TCP, role::OUTGOING),
+            Ordering::Relaxed,
+        );
+        s.remote.store(&Addr::from_ipv4([10, 0, 0, 9], 443));
+        s.bytes_sent.store(100, Ordering::Relaxed);
+        s.bytes_received.store(2000, Ordering::Relaxed);
+        s.connect_state
+            .store(connect_state::FAILED, Ordering::Relaxed);
+        s.connect_errno.store(111, Ordering::Relaxed);
+        s.state.store(socket_state::CLOSED, Ordering::Release);
+        r.header().socket_high_water.store(3, Ordering::Relaxed);
+        let ev = ConnectEvent {
+            header: EventHeader::new(kind::CONNECT, 1, 42, 42, 1000),
+            socket: 2,
+            socket_generation: 5,
+            fd: 3,
+            errno: 111,
+            duration_ns: 50,
+            remote: Addr::from_ipv4([10, 0, 0, 9], 443),
+            local: Addr::NONE,
+            transport: transport::TCP,
+            _pad: [0; 7],
+        };
+        r.ring(1).unwrap().push(ev.as_bytes(), 1);
+        r.ring(1)
+            .unwrap()
+            .control
+            .state
+            .store(ring_state::OWNED, Ordering::Relaxed);
+        let mut t = Tracker::new();
+        t.poll(&r);
+        let rec = &t.sockets[&(2, 5)];
+        assert_eq!(rec.outcome, Outcome::Failed(111));
+        assert_eq!(rec.bytes_received, 2000);
+        assert_eq!(rec.attempts.len(), 1);
+        assert_eq!(s.state.load(Ordering::Relaxed), socket_state::FREE);
+    }
+}
