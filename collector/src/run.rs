@@ -43,8 +43,8 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         &format!("run-{}.shm", std::process::id()),
         opts.geometry,
     )?;
-    let mut signals = SignalsInfo::<WithOrigin>::new(FORWARDED)
-        .context("cannot install signal handlers")?;
+    let mut signals =
+        SignalsInfo::<WithOrigin>::new(FORWARDED).context("cannot install signal handlers")?;
     let program = &opts.command[0];
     let started = Instant::now();
     let mut child = match Command::new(program)

@@ -16,7 +16,8 @@ pub fn default_dir() -> PathBuf {
 }
 
 fn c_path(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| anyhow!("path contains a NUL byte: {}", p.display()))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| anyhow!("path contains a NUL byte: {}", p.display()))
 }
 
 /// A created region and its file, removed when dropped.
@@ -54,7 +55,10 @@ pub fn locate_interceptor(explicit: Option<&Path>) -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p.to_path_buf());
         }
-        return Err(anyhow!("interceptor not found at {} (NETMON_LIB / --lib)", p.display()));
+        return Err(anyhow!(
+            "interceptor not found at {} (NETMON_LIB / --lib)",
+            p.display()
+        ));
     }
     let exe = std::env::current_exe().context("cannot locate the netmon binary")?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
@@ -128,7 +132,9 @@ mod tests {
         std::fs::create_dir(&real).unwrap();
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = Session::create(&link, "t.shm", Geometry::default()).err().unwrap();
+        let err = Session::create(&link, "t.shm", Geometry::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("not a directory"), "{err}");
     }
 }

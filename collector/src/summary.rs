@@ -72,6 +72,7 @@ pub struct FlowSummary {
 pub struct Totals {
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// TCP connection attempts, successful or not (UDP sockets are not connections).
     pub connections: u64,
     pub failed_connections: u64,
     pub dns_lookups: u64,
@@ -193,8 +194,10 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         .map(|(k, a)| {
             totals.bytes_sent += a.bytes_sent;
             totals.bytes_received += a.bytes_received;
-            totals.connections += a.connections + a.failed;
-            totals.failed_connections += a.failed;
+            if k.transport == Transport::Tcp {
+                totals.connections += a.connections + a.failed;
+                totals.failed_connections += a.failed;
+            }
             let outgoing = k.direction == Direction::Outgoing;
             FlowSummary {
                 direction: k.direction.as_str().into(),
@@ -350,9 +353,18 @@ pub fn render_text(s: &RunSummary) -> String {
     let others = s.processes.len().saturating_sub(1) as u64;
     let _ = write!(out, "netmon: {main}");
     if others > 0 {
-        let _ = write!(out, " and {}", plural(others, "other process", "other processes"));
+        let _ = write!(
+            out,
+            " and {}",
+            plural(others, "other process", "other processes")
+        );
     }
-    let _ = writeln!(out, ", {:.2} s, exit {}", s.duration_ms / 1000.0, s.exit_code);
+    let _ = writeln!(
+        out,
+        ", {:.2} s, exit {}",
+        s.duration_ms / 1000.0,
+        s.exit_code
+    );
 
     let mut rows: Vec<Vec<String>> = Vec::new();
     for d in &s.dns {
@@ -401,9 +413,20 @@ pub fn render_text(s: &RunSummary) -> String {
             let errors: Vec<String> = f
                 .errors
                 .iter()
-                .map(|(e, n)| if *n > 1 { format!("{e} x{n}") } else { e.clone() })
+                .map(|(e, n)| {
+                    if *n > 1 {
+                        format!("{e} x{n}")
+                    } else {
+                        e.clone()
+                    }
+                })
                 .collect();
-            format!("{}/{} conn failed ({})", f.failed, attempts, errors.join(", "))
+            format!(
+                "{}/{} conn failed ({})",
+                f.failed,
+                attempts,
+                errors.join(", ")
+            )
         };
         if f.transport == "udp" && f.failed == 0 {
             conns = plural(f.connections, "socket", "sockets");

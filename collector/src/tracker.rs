@@ -196,7 +196,9 @@ pub struct Tracker {
 
 fn endpoint(a: &Addr) -> Option<Endpoint> {
     let ip = match a.family {
-        family::IPV4 => IpAddr::V4(Ipv4Addr::new(a.bytes[0], a.bytes[1], a.bytes[2], a.bytes[3])),
+        family::IPV4 => IpAddr::V4(Ipv4Addr::new(
+            a.bytes[0], a.bytes[1], a.bytes[2], a.bytes[3],
+        )),
         family::IPV6 => IpAddr::V6(Ipv6Addr::from(a.bytes)),
         _ => return None,
     };
@@ -292,7 +294,9 @@ impl Tracker {
     }
 
     fn on_dns(&mut self, e: &DnsEvent) -> bool {
-        let name = text(e.name_bytes()).trim_end_matches('.').to_ascii_lowercase();
+        let name = text(e.name_bytes())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         if name.is_empty() {
             return false;
         }
@@ -405,7 +409,9 @@ impl Tracker {
             .load(Ordering::Relaxed)
             .min(region.geometry().sockets);
         for idx in 0..high {
-            let Some(slot) = region.socket(idx) else { break };
+            let Some(slot) = region.socket(idx) else {
+                break;
+            };
             // Acquire: pairs with the producer's Release stores of state.
             let state = slot.state.load(Ordering::Acquire);
             if state != socket_state::OPEN && state != socket_state::CLOSED {
@@ -581,9 +587,13 @@ mod tests {
         let s = r.socket(0).unwrap();
         s.kind.store(0xFFFF_FFFF, Ordering::Relaxed);
         s.state.store(socket_state::CLOSED, Ordering::Release);
-        r.header().socket_high_water.store(u32::MAX, Ordering::Relaxed);
+        r.header()
+            .socket_high_water
+            .store(u32::MAX, Ordering::Relaxed);
         let ring = r.ring(0).unwrap();
-        ring.control.state.store(ring_state::OWNED, Ordering::Relaxed);
+        ring.control
+            .state
+            .store(ring_state::OWNED, Ordering::Relaxed);
         let mut junk = [0u8; 128];
         junk[0] = kind::CONNECT as u8;
         junk[2] = 1;
