@@ -110,6 +110,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         health,
         RunInfo {
             command: opts.command.clone(),
+            pid: child_pid.as_raw() as u32,
             exit_code,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         },

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 #[derive(Debug, Serialize, PartialEq)]
 pub struct RunSummary {
     pub command: Vec<String>,
+    pub pid: u32,
     pub exit_code: i32,
     pub duration_ms: f64,
     pub processes: Vec<ProcessSummary>,
@@ -112,6 +113,8 @@ fn family_of(ip: &IpAddr) -> &'static str {
 /// Inputs to a summary that don't come from the region.
 pub struct RunInfo {
     pub command: Vec<String>,
+    /// Pid of the command netmon started.
+    pub pid: u32,
     pub exit_code: i32,
     pub duration_ms: f64,
 }
@@ -262,6 +265,7 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
 
     RunSummary {
         command: info.command,
+        pid: info.pid,
         exit_code: info.exit_code,
         duration_ms: info.duration_ms,
         processes: t
@@ -347,16 +351,22 @@ pub fn render_text(s: &RunSummary) -> String {
     let main = s
         .processes
         .iter()
-        .min_by_key(|p| p.pid)
+        .find(|p| p.pid == s.pid)
         .map(|p| format!("{} (pid {})", p.executable, p.pid))
-        .unwrap_or_else(|| s.command.first().cloned().unwrap_or_default());
-    let others = s.processes.len().saturating_sub(1) as u64;
+        .unwrap_or_else(|| {
+            let program = s.command.first().map_or("", String::as_str);
+            format!("{program} (pid {})", s.pid)
+        });
+    let others = s.processes.iter().filter(|p| p.pid != s.pid).count() as u64;
     let _ = write!(out, "netmon: {main}");
     if others > 0 {
+        let mut active: BTreeSet<u32> = s.flows.iter().flat_map(|f| f.pids.iter().copied()).collect();
+        active.remove(&s.pid);
         let _ = write!(
             out,
-            " and {}",
-            plural(others, "other process", "other processes")
+            " and {} ({} on the network)",
+            plural(others, "other process", "other processes"),
+            active.len()
         );
     }
     let _ = writeln!(
