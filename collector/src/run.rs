@@ -67,10 +67,8 @@ pub fn run(opts: RunOptions) -> Result<i32> {
     let forwarder_handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for info in signals.forever() {
-            if info.process.is_some() {
-                if let Ok(sig) = Signal::try_from(info.signal) {
-                    let _ = kill(child_pid, sig);
-                }
+            if let (Some(_), Ok(sig)) = (info.process, Signal::try_from(info.signal)) {
+                let _ = kill(child_pid, sig);
             }
         }
     });

@@ -73,7 +73,8 @@ pub struct FlowSummary {
 pub struct Totals {
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// TCP connection attempts, successful or not (UDP sockets are not connections).
+    /// Successful TCP connections (UDP sockets are not connections); failed attempts are
+    /// `failed_connections`.
     pub connections: u64,
     pub failed_connections: u64,
     pub dns_lookups: u64,
@@ -121,6 +122,15 @@ pub struct RunInfo {
 
 pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
     let names = t.name_index();
+    let domain_of = |pid: &BTreeSet<u32>, ip: &IpAddr, port: u16| -> Option<String> {
+        if port == crate::tracker::DNS_PORT {
+            return None; // the resolver itself, not a destination it resolved
+        }
+        pid.iter()
+            .find_map(|p| names.get(&(Some(*p), *ip)))
+            .or_else(|| names.get(&(None, *ip)))
+            .cloned()
+    };
     let mut flows: BTreeMap<FlowKey, FlowAcc> = BTreeMap::new();
     for s in t.sockets.values() {
         let Some(remote) = s.remote else { continue };
@@ -195,18 +205,22 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
     let flows: Vec<FlowSummary> = flows
         .into_iter()
         .map(|(k, a)| {
+            let outgoing = k.direction == Direction::Outgoing;
             totals.bytes_sent += a.bytes_sent;
             totals.bytes_received += a.bytes_received;
             if k.transport == Transport::Tcp {
-                totals.connections += a.connections + a.failed;
+                totals.connections += a.connections;
                 totals.failed_connections += a.failed;
             }
-            let outgoing = k.direction == Direction::Outgoing;
             FlowSummary {
                 direction: k.direction.as_str().into(),
                 transport: k.transport.as_str().into(),
                 family: family_of(&k.peer).into(),
-                dst_domain: names.get(&k.peer).cloned(),
+                dst_domain: if outgoing {
+                    domain_of(&a.pids, &k.peer, k.service_port)
+                } else {
+                    None
+                },
                 dst_ip: k.peer.to_string(),
                 dst_port: outgoing.then_some(k.service_port),
                 src_ip: a.src_ip.map(|ip| ip.to_string()),
@@ -360,7 +374,11 @@ pub fn render_text(s: &RunSummary) -> String {
     let others = s.processes.iter().filter(|p| p.pid != s.pid).count() as u64;
     let _ = write!(out, "netmon: {main}");
     if others > 0 {
-        let mut active: BTreeSet<u32> = s.flows.iter().flat_map(|f| f.pids.iter().copied()).collect();
+        let mut active: BTreeSet<u32> = s
+            .flows
+            .iter()
+            .flat_map(|f| f.pids.iter().copied())
+            .collect();
         active.remove(&s.pid);
         let _ = write!(
             out,
@@ -469,7 +487,7 @@ pub fn render_text(s: &RunSummary) -> String {
         plural(t.connections, "connection", "connections"),
     );
     if t.failed_connections > 0 {
-        let _ = write!(out, " ({} failed)", t.failed_connections);
+        let _ = write!(out, ", {} failed", t.failed_connections);
     }
     let _ = write!(
         out,

@@ -177,6 +177,9 @@ pub struct Health {
     pub sockets_untracked: u64,
 }
 
+/// The DNS port: flows to it are resolver traffic.
+pub const DNS_PORT: u16 = 53;
+
 type SocketKey = (u32, u32);
 type QueryKey = (u32, u32, u32, u16);
 
@@ -340,10 +343,10 @@ impl Tracker {
                 let rcode = e.rcode.clamp(0, 15) as i32;
                 lookup.rcode = rcode;
                 lookup.error = (rcode != 0).then(|| names::rcode_name(rcode));
-                if let Some(q) = self.pending_queries.remove(&key) {
-                    if e.duration_ns == 0 {
-                        lookup.start_ns = q.start_ns;
-                    }
+                if let Some(q) = self.pending_queries.remove(&key)
+                    && e.duration_ns == 0
+                {
+                    lookup.start_ns = q.start_ns;
                 }
             }
             _ => return false,
@@ -529,14 +532,16 @@ impl Tracker {
         }
     }
 
-    /// The name an address was last resolved from, if any lookup returned it.
-    pub fn name_index(&self) -> HashMap<IpAddr, String> {
+    /// The name an address was last resolved from: keyed by `(Some(pid), ip)` for the
+    /// process that resolved it and `(None, ip)` for any process.
+    pub fn name_index(&self) -> HashMap<(Option<u32>, IpAddr), String> {
         let mut m = HashMap::new();
         let mut sorted: Vec<&DnsLookup> = self.lookups.iter().collect();
         sorted.sort_by_key(|l| l.start_ns);
         for l in sorted {
             for a in &l.answers {
-                m.insert(*a, l.name.clone());
+                m.insert((Some(l.pid), *a), l.name.clone());
+                m.insert((None, *a), l.name.clone());
             }
         }
         m

@@ -59,8 +59,8 @@ pub fn maybe_finished(req: *mut Gaicb, status: Option<i32>) {
             p.req.store(0, Ordering::Release);
             let status = match status {
                 Some(s) => s,
-                // SAFETY: req is the program's request, completed under GAI_WAIT.
                 None => match crate::real::gai_error() {
+                    // SAFETY: req is the program's request, completed under GAI_WAIT.
                     Some(f) => unsafe { f(req) },
                     None => return,
                 },

@@ -47,7 +47,7 @@ pub fn is_ip_literal(name: &[u8]) -> bool {
     if name.contains(&b':') {
         return true;
     }
-    name.iter().all(|c| c.is_ascii_digit() || *c == b'.') && name.iter().any(|c| *c == b'.')
+    name.iter().all(|c| c.is_ascii_digit() || *c == b'.') && name.contains(&b'.')
 }
 
 /// Adds the addresses of a `getaddrinfo` result list.

@@ -812,7 +812,10 @@ fn hostent_r_status(rc: c_int, result: *mut *mut hostent, h_errnop: *const c_int
     let found = !result.is_null() && !unsafe { *result }.is_null();
     if found {
         0
-    } else if !h_errnop.is_null() && unsafe { *h_errnop } != 0 {
+    } else if !h_errnop.is_null()
+        // SAFETY: as above.
+        && unsafe { *h_errnop } != 0
+    {
         // SAFETY: as above.
         unsafe { *h_errnop }
     } else if rc != 0 {
@@ -841,8 +844,8 @@ pub unsafe extern "C" fn gethostbyname_r(
     let rc = unsafe { f(name, ret, buf, buflen, result, h_errnop) };
     if rc != libc::ERANGE {
         let status = hostent_r_status(rc, result, h_errnop);
-        // SAFETY: on success *result is the filled hostent.
         let h = if status == 0 {
+            // SAFETY: on success *result is the filled hostent.
             unsafe { *result }
         } else {
             core::ptr::null_mut()
@@ -872,8 +875,8 @@ pub unsafe extern "C" fn gethostbyname2_r(
     let rc = unsafe { f(name, af, ret, buf, buflen, result, h_errnop) };
     if rc != libc::ERANGE {
         let status = hostent_r_status(rc, result, h_errnop);
-        // SAFETY: on success *result is the filled hostent.
         let h = if status == 0 {
+            // SAFETY: on success *result is the filled hostent.
             unsafe { *result }
         } else {
             core::ptr::null_mut()

@@ -100,6 +100,15 @@ extern "C" fn after_fork_child() {
     }
 }
 
+/// Runs at normal process exit (`exit`, return from `main`).
+extern "C" fn fini() {
+    sockets::finalize_all();
+}
+
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = init;
+
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINI: extern "C" fn() = fini;

@@ -152,10 +152,10 @@ fn claim_slot(
 /// Points `fd` at `value` (0 to untrack), releasing whatever it pointed at before.
 fn set_fd(g: &Guard, fd: i32, value: u32) {
     let Some(e) = fd_entry(fd) else {
-        if value != 0 {
-            if let Some(r) = region() {
-                r.header().fds_untracked.fetch_add(1, Relaxed);
-            }
+        if value != 0
+            && let Some(r) = region()
+        {
+            r.header().fds_untracked.fetch_add(1, Relaxed);
         }
         return;
     };
@@ -277,39 +277,40 @@ fn local_addr(fd: i32) -> Option<Addr> {
 fn finalize(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, implicit: bool) {
     keep_errno(|| {
         let (_, tp, _) = unpack_kind(slot.kind.load(Relaxed));
-        if tp == transport::TCP {
-            if let Some((info, len)) = read_tcp_info(fd) {
-                let full = len >= size_of::<TcpInfo>();
-                slot.rtt_us.store(info.rtt, Relaxed);
-                slot.rtt_var_us.store(info.rttvar, Relaxed);
-                slot.total_retrans.store(info.total_retrans, Relaxed);
-                slot.tcp_state.store(info.state as u32, Relaxed);
-                if full {
-                    slot.segs_out.store(info.segs_out, Relaxed);
-                    slot.segs_in.store(info.segs_in, Relaxed);
-                }
-                if slot.remote.is_set() && info.state != TCP_SYN_SENT && info.state != TCP_CLOSE
-                    || info.state == TCP_ESTABLISHED
-                {
-                    slot.flags.fetch_or(socket_flags::TCP_INFO, Relaxed);
-                }
-                if slot.connect_state.load(Relaxed) == connect_state::PENDING {
-                    // The program never asked how its connect ended. Reading SO_ERROR is safe
-                    // now: the socket is going away.
-                    let err = match info.state {
-                        TCP_SYN_SENT => libc::ETIMEDOUT,
-                        TCP_CLOSE => read_so_error(fd).filter(|e| *e != 0).unwrap_or(0),
-                        _ => 0,
-                    };
-                    let ok = info.state != TCP_SYN_SENT && info.state != TCP_CLOSE;
-                    resolve_pending(g, idx, slot, fd, if ok { 0 } else { err.max(1) });
-                }
+        if tp == transport::TCP
+            && let Some((info, len)) = read_tcp_info(fd)
+        {
+            let full = len >= size_of::<TcpInfo>();
+            slot.rtt_us.store(info.rtt, Relaxed);
+            slot.rtt_var_us.store(info.rttvar, Relaxed);
+            slot.total_retrans.store(info.total_retrans, Relaxed);
+            slot.tcp_state.store(info.state as u32, Relaxed);
+            if full {
+                slot.segs_out.store(info.segs_out, Relaxed);
+                slot.segs_in.store(info.segs_in, Relaxed);
+            }
+            if slot.remote.is_set() && info.state != TCP_SYN_SENT && info.state != TCP_CLOSE
+                || info.state == TCP_ESTABLISHED
+            {
+                slot.flags.fetch_or(socket_flags::TCP_INFO, Relaxed);
+            }
+            if slot.connect_state.load(Relaxed) == connect_state::PENDING {
+                // The program never asked how its connect ended. Reading SO_ERROR is safe
+                // now: the socket is going away.
+                let err = match info.state {
+                    TCP_SYN_SENT => libc::ETIMEDOUT,
+                    TCP_CLOSE => read_so_error(fd).filter(|e| *e != 0).unwrap_or(0),
+                    _ => 0,
+                };
+                let ok = info.state != TCP_SYN_SENT && info.state != TCP_CLOSE;
+                resolve_pending(g, idx, slot, fd, ok, err);
             }
         }
-        if !slot.local.is_set() && slot.remote.is_set() {
-            if let Some(a) = local_addr(fd) {
-                slot.local.store(&a);
-            }
+        if !slot.local.is_set()
+            && slot.remote.is_set()
+            && let Some(a) = local_addr(fd)
+        {
+            slot.local.store(&a);
         }
         if implicit {
             slot.flags.fetch_or(socket_flags::IMPLICIT_CLOSE, Relaxed);
@@ -320,9 +321,11 @@ fn finalize(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, implicit: bool) {
     });
 }
 
-/// Settles a pending non-blocking connect: `err` 0 means connected. Emits `CONNECT_RESULT`.
-fn resolve_pending(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, err: i32) {
-    let new = if err == 0 {
+/// Settles a pending non-blocking connect (`err` is 0 when the reason of a failure is
+/// unknown). Emits `CONNECT_RESULT`.
+fn resolve_pending(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, ok: bool, err: i32) {
+    let err = if ok { 0 } else { err };
+    let new = if ok {
         connect_state::CONNECTED
     } else {
         connect_state::FAILED
@@ -385,10 +388,9 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32, protocol: i32) {
     if fd < 0 {
         return;
     }
+    // No vfork check here (it costs a system call): a vfork child may only exec or _exit,
+    // and one that creates sockets anyway just adds a socket to our table.
     let Some(g) = Guard::enter() else { return };
-    if !shared::is_owner_process() {
-        return;
-    }
     keep_errno(|| match (ip_family(domain), ip_transport(ty, protocol)) {
         (Some(fam), Some(tp)) => {
             let v = claim_slot(
@@ -458,9 +460,6 @@ pub fn on_connect(
 ) {
     let duration = monotonic_ns().wrapping_sub(start_mono);
     let Some(g) = Guard::enter() else { return };
-    if !shared::is_owner_process() {
-        return;
-    }
     // SAFETY: addr/len come from the program's connect call, which the kernel accepted or
     // rejected; from_sockaddr checks the length before reading.
     let Some(remote) = (unsafe { Addr::from_sockaddr(addr, len) }) else {
@@ -488,7 +487,7 @@ pub fn on_connect(
             // Status polls of an earlier non-blocking connect, not new attempts.
             libc::EALREADY => return,
             libc::EISCONN => {
-                resolve_pending(&g, idx, slot, fd, 0);
+                resolve_pending(&g, idx, slot, fd, true, 0);
                 return;
             }
             _ => {}
@@ -506,11 +505,7 @@ pub fn on_connect(
         };
         slot.connect_errno.store(err, Relaxed);
         slot.connect_state.store(state, Relaxed);
-        if state != connect_state::FAILED {
-            if let Some(a) = local_addr(fd) {
-                slot.local.store(&a);
-            }
-        }
+        // The local address is read at close (one system call fewer on the connect path).
         let mut ev = connect_event(kind::CONNECT, idx, slot, fd, err, duration, tp);
         ev.header.time_ns = wall_ns;
         emit(&g, &mut ev);
@@ -542,8 +537,6 @@ pub fn on_accept(listener: i32, fd: i32, addr: *const libc::sockaddr, len: *cons
         let local = local_addr(fd).unwrap_or(Addr::NONE);
         if !remote.is_set() {
             // accept(fd, NULL, NULL): ask the kernel.
-            let Some(f) = real::getsockname() else { return };
-            let _ = f;
             if let Some(p) = peer_addr(fd) {
                 remote = p;
             }
@@ -558,10 +551,8 @@ pub fn on_accept(listener: i32, fd: i32, addr: *const libc::sockaddr, len: *cons
             set_fd(&g, fd, 0);
             return;
         }
-        let (lfam, tp, _) = owned_slot(listener)
-            .map(|(_, s)| unpack_kind(s.kind.load(Relaxed)))
-            .unwrap_or((fam, transport::TCP, role::UNKNOWN));
-        let _ = lfam;
+        let tp = owned_slot(listener)
+            .map_or(transport::TCP, |(_, s)| unpack_kind(s.kind.load(Relaxed)).1);
         let Some((idx, slot)) = claim_slot(
             fd,
             pack_kind(fam, tp, role::INCOMING),
@@ -633,10 +624,8 @@ pub fn before_close_range(first: u32, last: u32, flags: i32) {
     }
     let end = last.min(high.saturating_sub(1));
     for fd in first..=end {
-        if let Some(e) = fd_entry(fd as i32) {
-            if e.load(Relaxed) != 0 {
-                close_tracked(fd as i32, true);
-            }
+        if fd_entry(fd as i32).is_some_and(|e| e.load(Relaxed) != 0) {
+            close_tracked(fd as i32, true);
         }
     }
 }
@@ -709,7 +698,7 @@ pub fn on_so_error(fd: i32, value: i32) {
                 return;
             }
         }
-        resolve_pending(&g, idx, slot, fd, value);
+        resolve_pending(&g, idx, slot, fd, value == 0, value);
     });
 }
 
@@ -757,7 +746,7 @@ pub fn io_failed(fd: i32, err: i32) {
 #[cold]
 fn io_failed_cold(idx: u32, slot: &SocketSlot, fd: i32, err: i32) {
     if let Some(g) = Guard::enter() {
-        keep_errno(|| resolve_pending(&g, idx, slot, fd, err));
+        keep_errno(|| resolve_pending(&g, idx, slot, fd, false, err));
     }
 }
 
@@ -793,11 +782,11 @@ fn datagram_cold(
     };
     keep_errno(|| {
         if slot.connect_state.load(Relaxed) == connect_state::PENDING {
-            resolve_pending(&g, idx, slot, fd, 0);
+            resolve_pending(&g, idx, slot, fd, true, 0);
         }
         let (fam, tp, r) = unpack_kind(slot.kind.load(Relaxed));
-        // SAFETY: the pointer/length pair comes from the program's own call.
         let peer_addr = if tp == transport::UDP {
+            // SAFETY: the pointer/length pair comes from the program's own call.
             unsafe { peer.addr() }
         } else {
             None
@@ -986,4 +975,26 @@ pub fn fork_child() {
 /// `errno` helpers for the hooks.
 pub fn current_errno() -> i32 {
     errno()
+}
+
+/// At process exit: programs often leave sockets to the kernel (Java, short scripts); record
+/// their final state (TCP_INFO, close time) while the fds are still open.
+pub fn finalize_all() {
+    let Some(g) = Guard::enter() else { return };
+    if region().is_none() || !shared::is_owner_process() {
+        return;
+    }
+    keep_errno(|| {
+        let high = FD_HIGH.load(Relaxed) as usize;
+        for fd in 0..high {
+            let Some(e) = fd_entry(fd as i32) else { break };
+            if e.load(Relaxed) == 0 {
+                continue;
+            }
+            let v = e.swap(0, Relaxed);
+            if v != 0 {
+                release(&g, fd as i32, v, true);
+            }
+        }
+    });
 }

@@ -299,6 +299,7 @@ impl ProcessEvent {
 }
 
 #[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod tests {
     use super::*;
 
@@ -307,7 +308,7 @@ mod tests {
         assert_eq!(ConnectEvent::SLOTS, 1);
         assert_eq!(ProcessEvent::SLOTS, 1);
         assert_eq!(DatagramEvent::SLOTS, 1);
-        assert!(DnsEvent::SLOTS <= MAX_EVENT_SLOTS);
+        const { assert!(DnsEvent::SLOTS <= MAX_EVENT_SLOTS) };
         assert_eq!(slots_for_kind(kind::DNS), Some(DnsEvent::SLOTS));
         assert_eq!(slots_for_kind(99), None);
     }

@@ -412,6 +412,7 @@ impl Drop for Region {
 }
 
 #[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod tests {
     extern crate std;
     use super::*;

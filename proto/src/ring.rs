@@ -175,6 +175,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod tests {
     extern crate std;
     use crate::event::*;
