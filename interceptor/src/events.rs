@@ -123,6 +123,7 @@ pub fn emit<E: Event>(g: &Guard, ev: &mut E) -> bool {
     header.slots = E::SLOTS as u8;
     header.pid = pid;
     header.tid = tid;
+    header.epoch = region.header().epoch.load(Ordering::Relaxed);
     if header.time_ns == 0 {
         header.time_ns = realtime_ns();
     }

@@ -21,6 +21,7 @@ mod dns;
 mod events;
 pub mod hooks;
 mod inherit;
+mod platform;
 mod real;
 mod shared;
 mod sockets;
@@ -80,6 +81,9 @@ extern "C" fn init() {
     let Ok(region) = Region::open(path) else {
         return;
     };
+    if let Some(api) = env(c"AWS_LAMBDA_RUNTIME_API") {
+        platform::configure(api.to_bytes());
+    }
     events::create_ring_key();
     shared::MY_PID.store(shared::real_pid(), Ordering::Relaxed);
     shared::install(region);

@@ -81,6 +81,29 @@ fn owned_slot(fd: i32) -> Option<(u32, &'static SocketSlot)> {
     Some((idx, slot))
 }
 
+/// The current invocation epoch (0 outside Lambda).
+#[inline]
+fn current_epoch() -> u32 {
+    region().map_or(0, |r| r.header().epoch.load(Relaxed))
+}
+
+/// Starts a new epoch on `slot` if the region's epoch moved on since its last byte: the
+/// counters so far become the base (see `SocketSlot::epoch`). Safe from any context.
+#[inline]
+fn rebase(slot: &SocketSlot, epoch: u32) {
+    let old = slot.epoch.load(Relaxed);
+    if old != epoch
+        && slot
+            .epoch
+            .compare_exchange(old, epoch, Relaxed, Relaxed)
+            .is_ok()
+    {
+        slot.base_sent.store(slot.bytes_sent.load(Relaxed), Relaxed);
+        slot.base_received
+            .store(slot.bytes_received.load(Relaxed), Relaxed);
+    }
+}
+
 /// Claims a free socket slot and publishes it with the given identity.
 fn claim_slot(
     fd: i32,
@@ -139,6 +162,11 @@ fn claim_slot(
             c.store(0, Relaxed);
         }
         slot.dns_query_ns.store(0, Relaxed);
+        let epoch = h.epoch.load(Relaxed);
+        slot.epoch.store(epoch, Relaxed);
+        slot.open_epoch.store(epoch, Relaxed);
+        slot.base_sent.store(0, Relaxed);
+        slot.base_received.store(0, Relaxed);
         slot.fd_refs.store(1, Relaxed);
         h.socket_high_water.fetch_max(idx + 1, Relaxed);
         // Release: pairs with the collector's Acquire load of state; identity is visible first.
@@ -497,6 +525,9 @@ pub fn on_connect(
         if remote.port == DNS_PORT && tp == transport::UDP {
             slot.flags.fetch_or(socket_flags::DNS, Relaxed);
         }
+        if crate::platform::is_runtime_api(&remote) {
+            slot.flags.fetch_or(socket_flags::PLATFORM, Relaxed);
+        }
         let state = match err {
             0 => connect_state::CONNECTED,
             // Interrupted blocking connects complete asynchronously, like non-blocking ones.
@@ -709,7 +740,7 @@ pub fn sent(fd: i32, n: usize, payload: Payload, peer: Peer) {
         return;
     };
     if needs_attention(slot, &peer) {
-        return datagram_cold(idx, slot, fd, n, payload, peer, true);
+        return bytes_cold(idx, slot, fd, n, payload, peer, true);
     }
     slot.bytes_sent.fetch_add(n as u64, Relaxed);
     slot.sends.fetch_add(1, Relaxed);
@@ -722,7 +753,7 @@ pub fn received(fd: i32, n: usize, payload: Payload, peer: Peer) {
         return;
     };
     if needs_attention(slot, &peer) {
-        return datagram_cold(idx, slot, fd, n, payload, peer, false);
+        return bytes_cold(idx, slot, fd, n, payload, peer, false);
     }
     slot.bytes_received.fetch_add(n as u64, Relaxed);
     slot.receives.fetch_add(1, Relaxed);
@@ -752,15 +783,17 @@ fn io_failed_cold(idx: u32, slot: &SocketSlot, fd: i32, err: i32) {
 
 #[inline]
 fn needs_attention(slot: &SocketSlot, peer: &Peer) -> bool {
-    slot.flags.load(Relaxed) & socket_flags::DNS != 0
+    slot.flags.load(Relaxed) & (socket_flags::DNS | socket_flags::PLATFORM) != 0
+        || slot.epoch.load(Relaxed) != current_epoch()
         || slot.connect_state.load(Relaxed) == connect_state::PENDING
         || (!peer.0.is_null() && unpack_kind(slot.kind.load(Relaxed)).1 == transport::UDP)
 }
 
-/// Bytes that need more than counting: a pending connect that just proved itself, a datagram
-/// to or from a peer other than the socket's, or a DNS message.
+/// Bytes that need more than counting: the first bytes of a new invocation epoch, a pending
+/// connect that just proved itself, a datagram to or from a peer other than the socket's, a DNS
+/// message, or the Runtime API.
 #[cold]
-fn datagram_cold(
+fn bytes_cold(
     idx: u32,
     slot: &SocketSlot,
     fd: i32,
@@ -769,6 +802,7 @@ fn datagram_cold(
     peer: Peer,
     outgoing: bool,
 ) {
+    rebase(slot, current_epoch());
     let (bytes, count) = if outgoing {
         (&slot.bytes_sent, &slot.sends)
     } else {
@@ -833,6 +867,13 @@ fn datagram_cold(
         let dns_peer = peer_addr.map_or(slot.remote.load(), |p| p);
         if tp == transport::UDP && dns_peer.port == DNS_PORT {
             dns_datagram(&g, idx, slot, payload, n, outgoing);
+        }
+        if slot.flags.load(Relaxed) & socket_flags::PLATFORM != 0 {
+            let mut buf = [0u8; 1024];
+            let len = gather(payload, n, &mut buf);
+            if let Some(data) = buf.get(..len) {
+                crate::platform::on_platform_data(&g, data, outgoing);
+            }
         }
     });
 }
@@ -930,7 +971,7 @@ fn adopt_inherited(fd: i32, snapshot: u32) -> Option<(u32, &'static SocketSlot)>
         claim_slot(
             fd,
             s.kind,
-            socket_flags::INHERITED | (s.flags & socket_flags::DNS),
+            socket_flags::INHERITED | (s.flags & (socket_flags::DNS | socket_flags::PLATFORM)),
             &s.remote,
             &s.local,
             s.connect_state,

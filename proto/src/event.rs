@@ -22,6 +22,8 @@ pub mod kind {
     pub const ACCEPT: u16 = 5;
     /// [`super::DatagramEvent`]: a datagram to or from a peer other than the socket's own.
     pub const DATAGRAM: u16 = 6;
+    /// [`super::InvocationEvent`]: the Lambda runtime received or finished an invocation.
+    pub const INVOCATION: u16 = 7;
 }
 
 /// First bytes of every event.
@@ -34,7 +36,8 @@ pub struct EventHeader {
     pub flags: u8,
     pub pid: u32,
     pub tid: u32,
-    pub _pad: u32,
+    /// The invocation epoch ([`crate::Header::epoch`]) when the event was recorded.
+    pub epoch: u32,
     /// Wall-clock start of the call, ns since the Unix epoch.
     pub time_ns: u64,
 }
@@ -147,7 +150,43 @@ pub struct DatagramEvent {
     pub _pad: [u8; 3],
 }
 
+/// What an [`InvocationEvent`] reports.
+pub mod invocation_phase {
+    /// The runtime received an invocation (response to `GET .../invocation/next`); the epoch in
+    /// the header is the new one.
+    pub const START: u8 = 1;
+    /// The runtime posted the invocation's response.
+    pub const RESPONSE: u8 = 2;
+    /// The runtime posted an invocation error.
+    pub const ERROR: u8 = 3;
+}
+
+/// Maximum request-id length carried (Lambda's are 36-character UUIDs).
+pub const REQUEST_ID_MAX: usize = 64;
+
+/// A Lambda invocation boundary, seen on the runtime's Runtime API connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InvocationEvent {
+    pub header: EventHeader,
+    /// [`invocation_phase`] value.
+    pub phase: u8,
+    pub request_id_len: u8,
+    pub _pad: [u8; 6],
+    /// `Lambda-Runtime-Deadline-Ms` for `START`, else 0.
+    pub deadline_ms: u64,
+    pub request_id: [u8; REQUEST_ID_MAX],
+}
+
+impl InvocationEvent {
+    pub fn request_id_bytes(&self) -> &[u8] {
+        let n = (self.request_id_len as usize).min(REQUEST_ID_MAX);
+        &self.request_id[..n]
+    }
+}
+
 const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<InvocationEvent>() <= SLOT_SIZE);
 const _: () = assert!(size_of::<ProcessEvent>() <= SLOT_SIZE);
 const _: () = assert!(size_of::<ConnectEvent>() <= SLOT_SIZE);
 const _: () = assert!(size_of::<DatagramEvent>() <= SLOT_SIZE);
@@ -165,6 +204,7 @@ pub const fn slots_for_kind(k: u16) -> Option<usize> {
         kind::DNS => Some(slots_for::<DnsEvent>()),
         kind::CONNECT | kind::CONNECT_RESULT | kind::ACCEPT => Some(slots_for::<ConnectEvent>()),
         kind::DATAGRAM => Some(slots_for::<DatagramEvent>()),
+        kind::INVOCATION => Some(slots_for::<InvocationEvent>()),
         _ => None,
     }
 }
@@ -212,6 +252,11 @@ unsafe impl Event for ConnectEvent {
     const SLOTS: usize = slots_for::<ConnectEvent>();
 }
 // SAFETY: as above.
+unsafe impl Event for InvocationEvent {
+    const KIND: u16 = kind::INVOCATION;
+    const SLOTS: usize = slots_for::<InvocationEvent>();
+}
+// SAFETY: as above.
 unsafe impl Event for DatagramEvent {
     const KIND: u16 = kind::DATAGRAM;
     const SLOTS: usize = slots_for::<DatagramEvent>();
@@ -225,7 +270,7 @@ impl EventHeader {
             flags: 0,
             pid,
             tid,
-            _pad: 0,
+            epoch: 0,
             time_ns,
         }
     }

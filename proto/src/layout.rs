@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 /// sees it also sees an initialised header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"NETMON\0\0");
 /// Bumped on every change to any structure in this crate.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Size of one event slot in a ring; events take 1..=[`MAX_EVENT_SLOTS`] consecutive slots.
 pub const SLOT_SIZE: usize = 128;
 /// The largest event spans this many slots.
@@ -64,7 +64,13 @@ pub struct Header {
     pub socket_high_water: AtomicU32,
     /// Number of processes that attached to the region (constructor or fork).
     pub attached_processes: AtomicU64,
-    pub _reserved: [u64; 14],
+    /// The current invocation epoch: 0 during init, incremented by the interceptor each time
+    /// the Lambda runtime receives an invocation (see [`SocketSlot::epoch`]).
+    pub epoch: AtomicU32,
+    /// Incremented (then futex-woken) each time the runtime finishes an invocation, so the
+    /// collector can wait for it without polling.
+    pub invocations_done: AtomicU32,
+    pub _reserved: [u64; 13],
 }
 
 /// Ring ownership states ([`RingControl::state`]).
@@ -149,6 +155,9 @@ pub mod socket_flags {
     pub const TCP_INFO: u32 = 1 << 3;
     /// The slot was closed by an implicit close (`dup2` onto it, `close_range`, exec).
     pub const IMPLICIT_CLOSE: u32 = 1 << 4;
+    /// A connection to the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`): the platform's traffic,
+    /// not the function's. Its HTTP requests and responses mark invocation boundaries.
+    pub const PLATFORM: u32 = 1 << 5;
 }
 
 /// Address families as stored here (independent of the platform's `AF_*` values).
@@ -203,9 +212,15 @@ pub struct SocketSlot {
     /// Number of send / receive calls that moved at least one byte (datagrams for UDP).
     pub sends: AtomicU64,
     pub receives: AtomicU64,
+    /// The invocation epoch ([`Header::epoch`]) of the last byte counted. When a byte moves in
+    /// a newer epoch, the owner first copies the counters to `base_*`: the bytes of the current
+    /// epoch are then `bytes_* - base_*`, exactly, even on a connection kept alive across
+    /// invocations.
+    pub epoch: AtomicU32,
+    pub _pad0: u32,
+    // Second and third lines: identity and the values read at close.
     pub fd: AtomicI32,
     pub connect_errno: AtomicI32,
-    // Second and third lines: identity and the values read at close.
     pub remote: AtomicAddr,
     pub local: AtomicAddr,
     /// Wall-clock ns: socket creation (or accept) and close.
@@ -222,7 +237,11 @@ pub struct SocketSlot {
     pub dns_query_ns: AtomicU64,
     /// Number of fds of the owner process that refer to this socket (`dup`).
     pub fd_refs: AtomicU32,
-    pub _pad: u32,
+    /// The epoch the socket was created in.
+    pub open_epoch: AtomicU32,
+    /// Counters at the start of `epoch` (see there).
+    pub base_sent: AtomicU64,
+    pub base_received: AtomicU64,
 }
 
 const _: () = assert!(size_of::<Header>() == HEADER_SIZE);

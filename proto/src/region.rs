@@ -404,6 +404,52 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Counts one finished invocation and wakes every process waiting in
+    /// [`wait_invocation_done`](Self::wait_invocation_done). One system call; never blocks.
+    pub fn signal_invocation_done(&self) {
+        let word = &self.header().invocations_done;
+        word.fetch_add(1, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on a 4-byte aligned word inside our shared mapping (not
+        // FUTEX_PRIVATE: the waiters are other processes).
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                core::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+
+    /// Waits until the finished-invocation count differs from `seen`, or `timeout` passes.
+    /// Returns the current count.
+    pub fn wait_invocation_done(&self, seen: u32, timeout: core::time::Duration) -> u32 {
+        let word = &self.header().invocations_done;
+        let current = word.load(Ordering::Acquire);
+        if current != seen {
+            return current;
+        }
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on a 4-byte aligned word in our mapping with a valid relative
+        // timeout; it returns at once if the word no longer equals `seen`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                seen,
+                &ts as *const libc::timespec,
+            )
+        };
+        word.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: base/len describe our own mapping, and no reference into it outlives self.
