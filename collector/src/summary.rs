@@ -134,6 +134,9 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
     let mut flows: BTreeMap<FlowKey, FlowAcc> = BTreeMap::new();
     for s in t.sockets.values() {
         let Some(remote) = s.remote else { continue };
+        if s.platform {
+            continue; // the Lambda Runtime API: the platform's traffic, not the program's
+        }
         let direction = s.direction();
         let service_port = match direction {
             Direction::Outgoing => remote.port,

@@ -8,9 +8,9 @@
 use crate::names;
 use netmon_proto::region::Region;
 use netmon_proto::{
-    Addr, ConnectEvent, DatagramEvent, DnsEvent, Event, ProcessEvent, connect_state,
-    datagram_direction, dns_source, family, kind, process_flags, ring_state, role, socket_flags,
-    socket_state, transport, unpack_kind,
+    Addr, ConnectEvent, DatagramEvent, DnsEvent, Event, InvocationEvent, ProcessEvent,
+    connect_state, datagram_direction, dns_source, family, invocation_phase, kind, process_flags,
+    ring_state, role, socket_flags, socket_state, transport, unpack_kind,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -51,6 +51,8 @@ impl DnsSource {
 pub struct DnsLookup {
     pub pid: u32,
     pub tid: u32,
+    /// Invocation epoch (0 outside Lambda, or during init).
+    pub epoch: u32,
     pub name: String,
     pub source: DnsSource,
     pub start_ns: u64,
@@ -114,6 +116,8 @@ pub enum Outcome {
 /// A connection attempt as the program made it (one `connect` call, or one `accept`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attempt {
+    /// Invocation epoch of the call.
+    pub epoch: u32,
     pub start_ns: u64,
     pub duration_ns: u64,
     pub errno: i32,
@@ -142,10 +146,44 @@ pub struct SocketRecord {
     pub segs_out: u32,
     pub segs_in: u32,
     pub inherited: bool,
+    /// A Runtime API connection: the platform's traffic, not the function's.
+    pub platform: bool,
     pub attempts: Vec<Attempt>,
+    /// Bytes (sent, received) per invocation epoch; they add up to the totals.
+    pub epoch_bytes: BTreeMap<u32, (u64, u64)>,
+    /// The newest epoch the slot was seen in.
+    last_epoch: u32,
 }
 
 impl SocketRecord {
+    /// Splits the counters between invocation epochs, given the slot's current epoch and its
+    /// counters at the start of it (`base`). Bytes before `epoch` that no earlier read
+    /// attributed belong to the newest epoch the slot was seen in before (the collector reads at
+    /// every invocation end, and between invocations the environment is frozen).
+    fn split_epochs(&mut self, epoch: u32, base: (u64, u64)) {
+        let totals = (self.bytes_sent, self.bytes_received);
+        if epoch < self.last_epoch {
+            return; // epochs only grow; anything else is not trusted
+        }
+        let before: (u64, u64) = self
+            .epoch_bytes
+            .range(..epoch)
+            .fold((0, 0), |a, (_, b)| (a.0 + b.0, a.1 + b.1));
+        let base = (base.0.min(totals.0), base.1.min(totals.1));
+        let missing = (
+            base.0.saturating_sub(before.0),
+            base.1.saturating_sub(before.1),
+        );
+        if epoch > self.last_epoch && (missing.0 > 0 || missing.1 > 0) {
+            let e = self.epoch_bytes.entry(self.last_epoch).or_default();
+            e.0 += missing.0;
+            e.1 += missing.1;
+        }
+        self.epoch_bytes
+            .insert(epoch, (totals.0 - base.0, totals.1 - base.1));
+        self.last_epoch = epoch;
+    }
+
     pub fn direction(&self) -> Direction {
         if self.role == role::INCOMING {
             Direction::Incoming
@@ -159,11 +197,31 @@ impl SocketRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datagrams {
     pub pid: u32,
+    pub epoch: u32,
     pub peer: Endpoint,
     pub direction: Direction,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub count: u64,
+}
+
+/// A Lambda invocation boundary reported by the interceptor in the runtime process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvocationMark {
+    pub pid: u32,
+    /// For `Start`, the new epoch; otherwise the epoch that ends.
+    pub epoch: u32,
+    pub phase: InvocationPhase,
+    pub request_id: String,
+    pub time_ns: u64,
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvocationPhase {
+    Start,
+    Response,
+    Error,
 }
 
 /// netmon's own health: what was lost or refused.
@@ -189,7 +247,8 @@ pub struct Tracker {
     pub processes: BTreeMap<u32, Process>,
     pub lookups: Vec<DnsLookup>,
     pub sockets: HashMap<SocketKey, SocketRecord>,
-    pub datagrams: HashMap<(u32, Endpoint, Direction), Datagrams>,
+    pub datagrams: HashMap<(u32, u32, Endpoint, Direction), Datagrams>,
+    pub invocations: Vec<InvocationMark>,
     pending_queries: HashMap<QueryKey, DnsLookup>,
     /// Early events for sockets whose slot we have not read yet.
     orphan_attempts: HashMap<SocketKey, Vec<(u16, Attempt)>>,
@@ -272,11 +331,34 @@ impl Tracker {
                 ConnectEvent::read_from(bytes).map(|e| self.on_connect(k, &e))
             }
             kind::DATAGRAM => DatagramEvent::read_from(bytes).map(|e| self.on_datagram(&e)),
+            kind::INVOCATION => InvocationEvent::read_from(bytes).map(|e| self.on_invocation(&e)),
             _ => None,
         };
         if !matches!(ok, Some(true)) {
             self.rejected += 1;
         }
+    }
+
+    fn on_invocation(&mut self, e: &InvocationEvent) -> bool {
+        let phase = match e.phase {
+            invocation_phase::START => InvocationPhase::Start,
+            invocation_phase::RESPONSE => InvocationPhase::Response,
+            invocation_phase::ERROR => InvocationPhase::Error,
+            _ => return false,
+        };
+        let id = e.request_id_bytes();
+        if id.is_empty() || !id.iter().all(|c| c.is_ascii_graphic()) {
+            return false;
+        }
+        self.invocations.push(InvocationMark {
+            pid: e.header.pid,
+            epoch: e.header.epoch,
+            phase,
+            request_id: text(id),
+            time_ns: e.header.time_ns,
+            deadline_ms: e.deadline_ms,
+        });
+        true
     }
 
     fn on_process(&mut self, e: &ProcessEvent) -> bool {
@@ -311,6 +393,7 @@ impl Tracker {
         let mut lookup = DnsLookup {
             pid: e.header.pid,
             tid: e.header.tid,
+            epoch: e.header.epoch,
             name,
             source: DnsSource::Udp,
             start_ns: e.header.time_ns,
@@ -360,6 +443,7 @@ impl Tracker {
             return true; // an untracked socket: nothing to attach it to
         }
         let attempt = Attempt {
+            epoch: e.header.epoch,
             start_ns: e.header.time_ns,
             duration_ns: e.duration_ns,
             errno: e.errno,
@@ -388,9 +472,10 @@ impl Tracker {
         };
         let d = self
             .datagrams
-            .entry((e.header.pid, peer, direction))
+            .entry((e.header.pid, e.header.epoch, peer, direction))
             .or_insert(Datagrams {
                 pid: e.header.pid,
+                epoch: e.header.epoch,
                 peer,
                 direction,
                 bytes_sent: 0,
@@ -458,8 +543,12 @@ impl Tracker {
                 segs_out: 0,
                 segs_in: 0,
                 inherited: flags & socket_flags::INHERITED != 0,
+                platform: false,
                 attempts: Vec::new(),
+                epoch_bytes: BTreeMap::new(),
+                last_epoch: slot.open_epoch.load(Ordering::Relaxed),
             });
+            record.platform = flags & socket_flags::PLATFORM != 0;
             record.role = r;
             record.remote = endpoint(&slot.remote.load());
             if let Some(l) = endpoint(&slot.local.load()) {
@@ -469,6 +558,13 @@ impl Tracker {
             record.bytes_received = slot.bytes_received.load(Ordering::Relaxed);
             record.sends = slot.sends.load(Ordering::Relaxed);
             record.receives = slot.receives.load(Ordering::Relaxed);
+            record.split_epochs(
+                slot.epoch.load(Ordering::Relaxed),
+                (
+                    slot.base_sent.load(Ordering::Relaxed),
+                    slot.base_received.load(Ordering::Relaxed),
+                ),
+            );
             record.outcome = match slot.connect_state.load(Ordering::Relaxed) {
                 connect_state::PENDING => Outcome::Pending,
                 connect_state::CONNECTED => Outcome::Connected,
@@ -584,6 +680,63 @@ mod tests {
         )
         .unwrap();
         (dir, r)
+    }
+
+    fn record() -> SocketRecord {
+        SocketRecord {
+            pid: 1,
+            fd: 3,
+            transport: Transport::Tcp,
+            is_ipv6: false,
+            role: role::OUTGOING,
+            remote: None,
+            local: None,
+            outcome: Outcome::Connected,
+            bytes_sent: 0,
+            bytes_received: 0,
+            sends: 0,
+            receives: 0,
+            open_ns: 0,
+            close_ns: None,
+            rtt_us: None,
+            rtt_var_us: None,
+            retransmits: None,
+            segs_out: 0,
+            segs_in: 0,
+            inherited: false,
+            platform: false,
+            attempts: vec![],
+            epoch_bytes: BTreeMap::new(),
+            last_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn keep_alive_bytes_split_exactly_between_epochs() {
+        let mut r = record();
+        // Init: 100 out, 1000 in, read while still in epoch 0.
+        (r.bytes_sent, r.bytes_received) = (100, 1000);
+        r.split_epochs(0, (0, 0));
+        // More init traffic after that read (10 out), then invocation 1 moves 5/50 on the same
+        // connection: the interceptor rebased at 110/1000.
+        (r.bytes_sent, r.bytes_received) = (115, 1050);
+        r.split_epochs(1, (110, 1000));
+        assert_eq!(r.epoch_bytes[&0], (110, 1000));
+        assert_eq!(r.epoch_bytes[&1], (5, 50));
+        // Invocation 2 does nothing on it; invocation 3 moves 1/2.
+        (r.bytes_sent, r.bytes_received) = (116, 1052);
+        r.split_epochs(3, (115, 1050));
+        assert_eq!(r.epoch_bytes[&1], (5, 50));
+        assert_eq!(r.epoch_bytes[&3], (1, 2));
+        assert!(!r.epoch_bytes.contains_key(&2));
+        let sum = r
+            .epoch_bytes
+            .values()
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert_eq!(sum, (116, 1052));
+        // A hostile slot going back in time is ignored.
+        r.split_epochs(2, (0, 0));
+        assert_eq!(r.epoch_bytes[&3], (1, 2));
     }
 
     #[test]
