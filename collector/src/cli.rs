@@ -26,6 +26,20 @@ struct Cli {
 enum Command {
     /// Run a program under netmon and report its network activity when it exits
     Run(RunArgs),
+    /// Run as an AWS Lambda extension (what /opt/extensions/netmon runs)
+    Extension,
+    /// Build the AWS Lambda layer zip (extension, libnetmon.so, exec wrapper)
+    Layer(LayerArgs),
+}
+
+#[derive(Args)]
+struct LayerArgs {
+    /// Where to write the zip
+    #[arg(long, value_name = "FILE", default_value = "netmon-layer.zip")]
+    out: PathBuf,
+    /// Path of libnetmon.so [default: next to the netmon binary]
+    #[arg(long, value_name = "PATH", env = "NETMON_LIB")]
+    lib: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -76,6 +90,18 @@ pub fn main() -> Result<i32> {
         }
     };
     match cli.command {
+        Command::Extension => crate::lambda::extension::run(),
+        Command::Layer(a) => {
+            let lib = session::locate_interceptor(a.lib.as_deref())?;
+            let exe = std::env::current_exe()?;
+            let size = crate::lambda::layer::build(&a.out, &exe, &lib)?;
+            eprintln!(
+                "netmon: wrote {} ({:.1} MiB): extensions/netmon, lib/libnetmon.so, netmon-wrapper",
+                a.out.display(),
+                size as f64 / (1 << 20) as f64
+            );
+            Ok(0)
+        }
         Command::Run(a) => run::run(RunOptions {
             command: a.command,
             json: a.json,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod lambda;
 mod names;
 mod run;
 mod session;

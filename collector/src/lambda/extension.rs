@@ -1,0 +1,348 @@
+//! `netmon extension`: the AWS Lambda external extension (`/opt/extensions/netmon`).
+//!
+//! Lifecycle: create the shared-memory region (before registering, so it exists before the
+//! runtime starts), register for INVOKE and SHUTDOWN, subscribe to the Telemetry API as a
+//! fallback, then loop on `event/next`. For each INVOKE it waits until the runtime has finished
+//! — woken by the interceptor the moment the runtime posts its response, or by the Telemetry
+//! API's `platform.runtimeDone` when no interceptor is loaded, bounded by the deadline — reads
+//! the region and reports the invocation. On SHUTDOWN it reports what is left and exits within
+//! the deadline.
+
+use super::api::{ApiBase, Extension, NextEvent};
+use super::invocation::{self, InvocationReport};
+use super::telemetry_api::{self, PlatformEvent};
+use super::xray;
+use crate::session::{self, Session};
+use crate::tracker::{InvocationPhase, Tracker};
+use anyhow::{Context, Result};
+use netmon_proto::region::Geometry;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Settings from `NETMON_*` variables. A bad value is reported and replaced by its default
+/// (unless `NETMON_ON_ERROR=fail`): a monitoring extension must not take the function down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub shm_dir: std::path::PathBuf,
+    pub geometry: Geometry,
+    /// Also print each report as CloudWatch Embedded Metric Format.
+    pub emf: bool,
+    /// Subscribe to the Telemetry API (the fallback when the interceptor is not loaded).
+    pub telemetry_api: bool,
+    /// Report configuration errors through `init/error` (fails the init) instead of
+    /// continuing with defaults.
+    pub fail_on_error: bool,
+}
+
+impl Config {
+    /// Reads the configuration; returns it and the errors found (one line each).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+        let mut errors = Vec::new();
+        let defaults = Geometry::default();
+        let mut flag = |name: &str, default: bool| match get(name).as_deref().map(str::trim) {
+            None | Some("") => default,
+            Some("1" | "true" | "on" | "yes") => true,
+            Some("0" | "false" | "off" | "no") => false,
+            Some(v) => {
+                errors.push(format!(
+                    "{name}={v:?} is not a boolean (use 1 or 0); using {}",
+                    default as u8
+                ));
+                default
+            }
+        };
+        let emf = flag("NETMON_EMF", false);
+        let telemetry_api = flag("NETMON_TELEMETRY_API", true);
+        let mut number =
+            |name: &str, default: u32, max: u32| match get(name).as_deref().map(str::trim) {
+                None | Some("") => default,
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n) if n >= 1 && n <= max => n,
+                    _ => {
+                        errors.push(format!(
+                            "{name}={v:?} must be a number in 1..={max}; using {default}"
+                        ));
+                        default
+                    }
+                },
+            };
+        let geometry = Geometry {
+            rings: number("NETMON_RINGS", defaults.rings, 4096),
+            ring_capacity: number("NETMON_RING_SLOTS", defaults.ring_capacity, 1 << 20),
+            sockets: number("NETMON_SOCKETS", defaults.sockets, 1 << 22),
+        };
+        let fail_on_error = match get("NETMON_ON_ERROR").as_deref().map(str::trim) {
+            None | Some("") | Some("continue") => false,
+            Some("fail") => true,
+            Some(v) => {
+                errors.push(format!(
+                    "NETMON_ON_ERROR={v:?} must be continue or fail; using continue"
+                ));
+                false
+            }
+        };
+        let shm_dir = get("NETMON_SHM_DIR")
+            .filter(|v| !v.is_empty())
+            .map_or_else(session::default_dir, Into::into);
+        (
+            Config {
+                shm_dir,
+                geometry,
+                emf,
+                telemetry_api,
+                fail_on_error,
+            },
+            errors,
+        )
+    }
+}
+
+/// The extension's name, which Lambda requires to match its file name in `/opt/extensions`.
+fn extension_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "netmon".into())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Time left until `deadline_ms` (ms since the epoch), less `margin`.
+fn until(deadline_ms: u64, margin: Duration) -> Duration {
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms())).saturating_sub(margin)
+}
+
+/// How the end of an invocation was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DoneBy {
+    Interceptor,
+    TelemetryApi,
+    Deadline,
+}
+
+struct State {
+    session: Option<Session>,
+    tracker: Tracker,
+    platform: Option<Receiver<PlatformEvent>>,
+    function_name: String,
+    emf: bool,
+    /// Index into `tracker.invocations` already looked at.
+    marks_seen: usize,
+    init_reported: bool,
+}
+
+impl State {
+    fn poll(&mut self) {
+        if let Some(s) = &self.session {
+            self.tracker.poll(&s.region);
+        }
+    }
+
+    /// Waits until the runtime has finished `request_id`, or the deadline.
+    fn wait_runtime_done(&mut self, request_id: &str, deadline_ms: u64) -> DoneBy {
+        loop {
+            let seen = self.session.as_ref().map(|s| {
+                s.region
+                    .header()
+                    .invocations_done
+                    .load(std::sync::atomic::Ordering::Acquire)
+            });
+            self.poll();
+            let done = self.tracker.invocations[self.marks_seen..]
+                .iter()
+                .any(|m| m.request_id == request_id && m.phase != InvocationPhase::Start);
+            if done {
+                return DoneBy::Interceptor;
+            }
+            if let Some(rx) = &self.platform {
+                while let Ok(e) = rx.try_recv() {
+                    if matches!(&e, PlatformEvent::RuntimeDone { request_id: r, .. } if r == request_id)
+                    {
+                        return DoneBy::TelemetryApi;
+                    }
+                }
+            }
+            let left = until(deadline_ms, Duration::ZERO);
+            if left.is_zero() {
+                return DoneBy::Deadline;
+            }
+            // The interceptor wakes us the moment the runtime posts its response; the slice
+            // bounds how late a Telemetry API record is noticed.
+            let slice = left.min(Duration::from_millis(5));
+            match (&self.session, seen) {
+                (Some(s), Some(seen)) => {
+                    s.region.wait_invocation_done(seen, slice);
+                }
+                _ => std::thread::sleep(slice),
+            }
+        }
+    }
+
+    /// The epoch the interceptor opened for `request_id`, if it saw the invocation start.
+    fn epoch_of(&self, request_id: &str) -> Option<u32> {
+        self.tracker
+            .invocations
+            .iter()
+            .rev()
+            .find(|m| m.phase == InvocationPhase::Start && m.request_id == request_id)
+            .map(|m| m.epoch)
+    }
+
+    fn emit(&self, mut r: InvocationReport) {
+        if let Some(s) = &self.session {
+            r.dropped = self.tracker.health(&s.region).events_dropped;
+        }
+        println!("{}", r.log_line());
+        if self.emf {
+            println!("{}", r.emf(&self.function_name, now_ms()));
+        }
+    }
+
+    /// Reports the invocation `request_id` (and, the first time, the init phase).
+    fn report(&mut self, request_id: &str) {
+        let epoch = self.epoch_of(request_id);
+        if !self.init_reported {
+            self.init_reported = true;
+            self.emit(invocation::report(&self.tracker, 0, None));
+        }
+        let r = match epoch {
+            Some(e) => invocation::report(&self.tracker, e, Some(request_id)),
+            // No interceptor in the runtime: socket-level numbers are unknown.
+            None => InvocationReport {
+                request_id: Some(request_id.to_string()),
+                ..Default::default()
+            },
+        };
+        self.emit(r);
+        self.marks_seen = self.tracker.invocations.len();
+    }
+}
+
+/// Runs the extension until SHUTDOWN. Returns the exit code.
+pub fn run() -> Result<i32> {
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .context("AWS_LAMBDA_RUNTIME_API is not set: `netmon extension` runs inside AWS Lambda (see `netmon run` elsewhere)")?;
+    let base = ApiBase::from_env_value(&api)?;
+    let (config, errors) = Config::from_env(|k| std::env::var(k).ok());
+    for e in &errors {
+        eprintln!("netmon: configuration error: {e}");
+    }
+    let started = Instant::now();
+    // The region first: it must exist before the runtime starts, and Lambda starts the
+    // runtime only once every extension has registered.
+    let session = match Session::create(&config.shm_dir, "lambda.shm", config.geometry) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("netmon: {e:#}; continuing without socket-level data");
+            None
+        }
+    };
+    let ext = Extension::register(&base, &extension_name(), &["INVOKE", "SHUTDOWN"])?;
+    if config.fail_on_error && !errors.is_empty() {
+        let message = format!("netmon: {}", errors.join("; "));
+        ext.init_error("Extension.ConfigInvalid", &message)?;
+        return Ok(1);
+    }
+    let mut platform = None;
+    let mut _listener = None;
+    if config.telemetry_api {
+        let (tx, rx) = channel();
+        match telemetry_api::Listener::start(tx) {
+            Ok(l) => match ext.subscribe_telemetry(&l.destination, 25) {
+                Ok(()) => {
+                    platform = Some(rx);
+                    _listener = Some(l);
+                }
+                Err(e) => {
+                    eprintln!("netmon: Telemetry API unavailable ({e:#}); continuing without it")
+                }
+            },
+            Err(e) => eprintln!("netmon: {e:#}; continuing without the Telemetry API"),
+        }
+    }
+    if std::env::var_os("NETMON_DEBUG").is_some() {
+        eprintln!(
+            "netmon: extension registered in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let mut state = State {
+        session,
+        tracker: Tracker::new(),
+        platform,
+        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| ext.registration.function_name.clone()),
+        emf: config.emf,
+        marks_seen: 0,
+        init_reported: false,
+    };
+    let result = event_loop(&ext, &mut state);
+    if let Err(e) = &result {
+        let _ = ext.exit_error("Extension.Error", &format!("netmon: {e:#}"));
+    }
+    result
+}
+
+fn event_loop(ext: &Extension, state: &mut State) -> Result<i32> {
+    loop {
+        match ext.next()? {
+            NextEvent::Invoke {
+                request_id,
+                deadline_ms,
+                tracing,
+                ..
+            } => {
+                let _trace = tracing.as_ref().and_then(|t| xray::parse(&t.value));
+                state.wait_runtime_done(&request_id, deadline_ms);
+                state.poll();
+                state.report(&request_id);
+            }
+            NextEvent::Shutdown { deadline_ms, .. } => {
+                let _budget = until(deadline_ms, Duration::from_millis(100));
+                if let Some(s) = &state.session {
+                    state.tracker.finish(&s.region);
+                }
+                return Ok(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let (c, e) = config(&[]);
+        assert!(e.is_empty());
+        assert!(!c.emf && c.telemetry_api && !c.fail_on_error);
+        let (c, e) = config(&[
+            ("NETMON_EMF", "1"),
+            ("NETMON_RINGS", "0"),
+            ("NETMON_ON_ERROR", "explode"),
+        ]);
+        assert!(c.emf);
+        assert_eq!(c.geometry.rings, Geometry::default().rings);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("NETMON_RINGS=\"0\""), "{e:?}");
+        let (_, e) = config(&[("NETMON_EMF", "maybe")]);
+        assert_eq!(
+            e,
+            ["NETMON_EMF=\"maybe\" is not a boolean (use 1 or 0); using 0"]
+        );
+    }
+}
