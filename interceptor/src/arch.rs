@@ -15,9 +15,66 @@
 )))]
 compile_error!("libnetmon supports glibc on x86_64 and aarch64 Linux only");
 
-/// Raw system call numbers the `syscall()` hook recognises.
+/// Raw system call numbers the `syscall()` hook handles itself.
 pub const SYS_CLOSE: libc::c_long = libc::SYS_close;
 pub const SYS_CLOSE_RANGE: libc::c_long = libc::SYS_close_range;
 
 /// The argument word type for variadic arguments read as fixed parameters.
 pub type VarArg = usize;
+
+// `syscall(long, ...)` is hooked with a naked entry point that tail-jumps to the real
+// function for every number but `SYS_close` and `SYS_close_range`. A Rust frame around the real
+// call would break `syscall(SYS_vfork)` and `syscall(SYS_clone, CLONE_VM | CLONE_VFORK, ...)`:
+// the child returns through the shared stack, and the parent later returns into whatever the
+// child left there. With a tail jump the hook owns no stack at all, exactly like glibc's own.
+
+/// # Safety
+/// Same contract as glibc's `syscall`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn syscall() {
+    core::arch::naked_asm!(
+        "cmp rdi, {close}",
+        "je 2f",
+        "cmp rdi, {close_range}",
+        "je 2f",
+        // r11 is a scratch register in the SysV ABI; rax (%al: vector-register count of a
+        // variadic call) is left untouched for the real function.
+        "mov r11, qword ptr [rip + {real}]",
+        "test r11, r11",
+        "jz 2f",
+        "jmp r11",
+        "2:",
+        "jmp {tracked}",
+        close = const libc::SYS_close,
+        close_range = const libc::SYS_close_range,
+        real = sym crate::real::SYSCALL,
+        tracked = sym crate::hooks::syscall_tracked,
+    )
+}
+
+/// # Safety
+/// Same contract as glibc's `syscall`.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn syscall() {
+    core::arch::naked_asm!(
+        "cmp x0, #{close}",
+        "b.eq 2f",
+        "cmp x0, #{close_range}",
+        "b.eq 2f",
+        // x16 is the intra-procedure-call scratch register.
+        "adrp x16, {real}",
+        "ldr x16, [x16, :lo12:{real}]",
+        "cbz x16, 2f",
+        "br x16",
+        "2:",
+        "b {tracked}",
+        close = const libc::SYS_close,
+        close_range = const libc::SYS_close_range,
+        real = sym crate::real::SYSCALL,
+        tracked = sym crate::hooks::syscall_tracked,
+    )
+}

@@ -281,12 +281,13 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: VarArg) -> c_int {
     fcntl_common(f, fd, cmd, arg)
 }
 
-/// `syscall(long, ...)`: Node's libuv closes sockets with `syscall(SYS_close, fd)`.
+/// The part of the `syscall` hook written in Rust: reached (from the assembly entry in
+/// [`crate::arch`]) only for `SYS_close` and `SYS_close_range` — Node's libuv closes sockets
+/// with `syscall(SYS_close, fd)` — or before the real `syscall` is resolved.
 ///
 /// # Safety
-/// See the module docs.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn syscall(
+/// The caller passes what `syscall` takes.
+pub(crate) unsafe extern "C" fn syscall_tracked(
     n: c_long,
     a1: VarArg,
     a2: VarArg,

@@ -121,4 +121,18 @@ macro_rules! variadic {
 
 variadic!(fcntl, VariadicFcntl);
 variadic!(fcntl64, VariadicFcntl);
-variadic!(syscall, VariadicSyscall);
+
+/// The real `syscall`, read directly by the assembly of the `syscall` hook (see
+/// [`crate::arch`]), hence a named static rather than the macro's local one.
+pub static SYSCALL: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+pub fn syscall() -> Option<VariadicSyscall> {
+    let p = cached(&SYSCALL, b"syscall\0");
+    if p == 0 {
+        None
+    } else {
+        // SAFETY: p is libc's `syscall`, whose signature is `long syscall(long, ...)`.
+        Some(unsafe { core::mem::transmute::<usize, VariadicSyscall>(p) })
+    }
+}
