@@ -3,6 +3,7 @@
 # Idempotent: on a machine that already has everything it changes nothing and takes ~1 s.
 #   apt: dnsmasq-base iproute2 curl openssl gcc (+ openjdk-17-jdk-headless, nodejs if missing)
 #   pip: pytest
+#   cargo: cargo-fuzz (when the nightly toolchain is installed)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -44,4 +45,9 @@ done
 
 if ! python3 -c 'import pytest' >/dev/null 2>&1; then
     quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore pytest
+fi
+
+# cargo-fuzz for scripts/fuzz.sh, only where the nightly toolchain it needs is installed.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    quiet cargo install -q --locked cargo-fuzz
 fi

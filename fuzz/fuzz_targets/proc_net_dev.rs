@@ -1,0 +1,6 @@
+//! Fuzz target: the `dev` invariants of netmon_procnet on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    netmon_procnet::invariants::dev(data);
+});

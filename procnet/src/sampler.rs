@@ -1,0 +1,189 @@
+//! One sampling pass over a network namespace's `/proc` files, into buffers that are reused
+//! from pass to pass: once the buffers have grown to the largest table seen, a pass allocates
+//! nothing.
+
+use crate::ParseStats;
+use crate::dev::{self, Interface};
+use crate::snmp::{self, ProtocolCounters};
+use crate::sockets::{self, Family, SocketEntry, Transport, state};
+use crate::sockstat::{self, SocketsInUse};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Sockets by transport and state code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    counts: [[u64; state::COUNT]; 2],
+}
+
+impl ConnectionCounts {
+    pub fn add(&mut self, transport: Transport, state: u8) {
+        if let Some(c) = self.counts[transport.index()].get_mut(usize::from(state)) {
+            *c += 1;
+        }
+    }
+
+    pub fn get(&self, transport: Transport, state: u8) -> u64 {
+        self.counts[transport.index()]
+            .get(usize::from(state))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `(transport, state code, count)` for every non-zero count.
+    pub fn iter(&self) -> impl Iterator<Item = (Transport, u8, u64)> + '_ {
+        Transport::ALL.into_iter().flat_map(move |t| {
+            self.counts[t.index()]
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(s, n)| (t, s as u8, *n))
+        })
+    }
+}
+
+/// Input the readers could not use, summed over all passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleHealth {
+    /// Malformed lines (or snmp sections) skipped.
+    pub lines_skipped: u64,
+    /// Files that could not be read (missing in this kernel or container, no permission).
+    pub files_unreadable: u64,
+    /// Files whose header was not a layout netmon knows: read as empty.
+    pub formats_unknown: u64,
+}
+
+impl SampleHealth {
+    fn note(&mut self, s: ParseStats) {
+        self.lines_skipped += s.skipped;
+        self.formats_unknown += u64::from(s.unknown_format);
+    }
+}
+
+/// What the last pass read.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub interfaces: Vec<Interface>,
+    pub protocols: ProtocolCounters,
+    /// Every socket of the socket tables read.
+    pub sockets: Vec<SocketEntry>,
+    /// The sockets by transport and state (the network namespace's, not only netmon's).
+    pub connections: ConnectionCounts,
+    pub in_use: SocketsInUse,
+    /// How many of the four socket tables were read; a table with no socket in use (per
+    /// `sockstat`) is not.
+    pub tables_read: u8,
+}
+
+struct Paths {
+    dev: PathBuf,
+    snmp: PathBuf,
+    netstat: PathBuf,
+    sockstat: PathBuf,
+    sockstat6: PathBuf,
+    tables: [(PathBuf, Transport, Family); 4],
+}
+
+/// Reads `/proc/net/*` under a root directory (`/proc`, or a fixture directory in tests).
+pub struct Sampler {
+    paths: Paths,
+    buf: Vec<u8>,
+    snapshot: Snapshot,
+    health: SampleHealth,
+}
+
+impl Sampler {
+    /// A sampler of `root/net/...`. `/proc/net` is the network namespace of the process that
+    /// reads it.
+    pub fn new(root: &Path) -> Self {
+        let net = root.join("net");
+        Self {
+            paths: Paths {
+                dev: net.join("dev"),
+                snmp: net.join("snmp"),
+                netstat: net.join("netstat"),
+                sockstat: net.join("sockstat"),
+                sockstat6: net.join("sockstat6"),
+                tables: [
+                    (net.join("tcp"), Transport::Tcp, Family::V4),
+                    (net.join("tcp6"), Transport::Tcp, Family::V6),
+                    (net.join("udp"), Transport::Udp, Family::V4),
+                    (net.join("udp6"), Transport::Udp, Family::V6),
+                ],
+            },
+            buf: Vec::new(),
+            snapshot: Snapshot::default(),
+            health: SampleHealth::default(),
+        }
+    }
+
+    /// Reads `path` into the shared buffer; `false` (and counted) if it cannot be read.
+    fn load(buf: &mut Vec<u8>, health: &mut SampleHealth, path: &Path) -> bool {
+        buf.clear();
+        let ok = std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf));
+        if ok.is_err() {
+            health.files_unreadable += 1;
+        }
+        ok.is_ok()
+    }
+
+    /// A full pass: interfaces, protocol counters and socket tables.
+    pub fn sample(&mut self) -> &Snapshot {
+        let (buf, health, snap) = (&mut self.buf, &mut self.health, &mut self.snapshot);
+        if Self::load(buf, health, &self.paths.dev) {
+            health.note(dev::parse(buf, &mut snap.interfaces));
+        } else {
+            snap.interfaces.clear();
+        }
+        snap.protocols = ProtocolCounters::default();
+        for path in [&self.paths.snmp, &self.paths.netstat] {
+            if Self::load(buf, health, path) {
+                health.note(snmp::parse(buf, &mut snap.protocols));
+            }
+        }
+        self.sample_sockets()
+    }
+
+    /// Only the socket tables (and `sockstat`, which says which are worth reading).
+    pub fn sample_sockets(&mut self) -> &Snapshot {
+        let (buf, health, snap) = (&mut self.buf, &mut self.health, &mut self.snapshot);
+        snap.in_use = SocketsInUse::default();
+        for path in [&self.paths.sockstat, &self.paths.sockstat6] {
+            if Self::load(buf, health, path) {
+                health.note(sockstat::parse(buf, &mut snap.in_use));
+            }
+        }
+        let u = snap.in_use;
+        // IPv6 TIME_WAIT sockets are not in `TCP6: inuse`; with no live IPv6 TCP socket they
+        // are not read (they belong to no process, and only the state counts miss them).
+        let worth = [
+            u.tcp.is_none_or(|n| n > 0) || u.tcp_time_wait.is_none_or(|n| n > 0),
+            u.tcp6.is_none_or(|n| n > 0),
+            u.udp.is_none_or(|n| n > 0),
+            u.udp6.is_none_or(|n| n > 0),
+        ];
+        snap.sockets.clear();
+        snap.connections = ConnectionCounts::default();
+        snap.tables_read = 0;
+        for ((path, transport, family), read) in self.paths.tables.iter().zip(worth) {
+            if !read || !Self::load(buf, health, path) {
+                continue;
+            }
+            snap.tables_read += 1;
+            let first = snap.sockets.len();
+            health.note(sockets::parse(buf, *transport, *family, &mut snap.sockets));
+            for e in &snap.sockets[first..] {
+                snap.connections.add(e.transport, e.state);
+            }
+        }
+        &self.snapshot
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn health(&self) -> SampleHealth {
+        self.health
+    }
+}
