@@ -105,6 +105,15 @@ def main() -> int:
     print(f"\nInstructions per send() call (callgrind, {n} vs {2 * n} calls): "
           f"{per_plain:.0f} without, {per_mon:.0f} with the interceptor: **{extra:.0f} extra** (target ≤ 150).")
     failed |= extra > 150
+
+    out = sh("cargo", "bench", "-q", "-p", "netmon-proto", "--bench", "ring", cwd=REPO).stdout
+    pushes = re.findall(r"ring push (.+?): ([\d.]+) ns", out)
+    worst = {}
+    for what, ns in pushes:
+        worst[what] = max(worst.get(what, 0.0), float(ns))
+    print("\nRing write (`cargo bench -p netmon-proto --bench ring`): "
+          + ", ".join(f"{w}: {ns:.1} ns" for w, ns in worst.items()) + " (target ≤ 25 ns).")
+    failed |= any(ns > 25 for ns in worst.values())
     return 1 if failed else 0
 
 
