@@ -2,6 +2,7 @@
 
 use crate::run::{self, RunOptions};
 use crate::session;
+use crate::telemetry::ExportFlags;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use netmon_proto::region::Geometry;
@@ -72,9 +73,47 @@ struct RunArgs {
     #[arg(long, default_value_t = 20, env = "NETMON_POLL_MS",
           value_parser = clap::value_parser!(u64).range(1..=10000))]
     poll_ms: u64,
+    #[command(flatten)]
+    export: ExportArgs,
     /// The program to run, and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// Where telemetry goes (OTLP settings come from the standard `OTEL_*` variables).
+#[derive(Args)]
+struct ExportArgs {
+    /// Exporters, comma-separated: console (the summary), otlp, otlp-json [default: console]
+    #[arg(long = "exporter", value_name = "LIST", env = "NETMON_EXPORTERS")]
+    exporters: Option<String>,
+    /// File for the otlp-json exporter: one OTLP JSON export request per line
+    #[arg(long, value_name = "FILE", env = "NETMON_OTLP_JSON")]
+    otlp_json: Option<PathBuf>,
+    /// Also tag netflow metrics with the ephemeral port (many more series)
+    #[arg(long, env = "NETMON_SRC_PORT")]
+    src_port: bool,
+    /// Attribute sets per metric; the rest goes to one otel.metric.overflow data point
+    #[arg(long, value_name = "N", env = "NETMON_CARDINALITY_LIMIT",
+          default_value_t = crate::telemetry::config::DEFAULT_CARDINALITY_LIMIT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    cardinality_limit: u64,
+    /// The longest netmon waits at exit to deliver queued telemetry, in milliseconds
+    #[arg(long, value_name = "MS", env = "NETMON_FLUSH_TIMEOUT_MS",
+          default_value_t = crate::telemetry::config::DEFAULT_FLUSH_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    flush_timeout_ms: u64,
+}
+
+impl ExportArgs {
+    fn flags(self) -> ExportFlags {
+        ExportFlags {
+            exporters: self.exporters,
+            otlp_json: self.otlp_json,
+            src_port: self.src_port,
+            cardinality_limit: self.cardinality_limit as usize,
+            flush_timeout: Duration::from_millis(self.flush_timeout_ms),
+        }
+    }
 }
 
 /// Parses the command line and runs the chosen mode; returns the process exit code.
@@ -114,6 +153,7 @@ pub fn main() -> Result<i32> {
                 sockets: a.sockets,
             },
             poll_interval: Duration::from_millis(a.poll_ms),
+            export: a.export.flags(),
         }),
     }
 }

@@ -7,6 +7,7 @@ mod names;
 mod run;
 mod session;
 mod summary;
+mod telemetry;
 mod tracker;
 
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 
 use crate::session::{self, Session};
 use crate::summary::{self, RunInfo};
+use crate::telemetry::{self, ExportFlags, resource::Workload};
 use crate::tracker::Tracker;
 use anyhow::{Context, Result};
 use netmon_proto::region::Geometry;
@@ -27,7 +28,11 @@ pub struct RunOptions {
     pub lib: Option<PathBuf>,
     pub geometry: Geometry,
     pub poll_interval: Duration,
+    pub export: ExportFlags,
 }
+
+/// Exit status for invalid flags or configuration.
+pub const EXIT_USAGE: i32 = 2;
 
 /// Exit status when the command cannot be started (as shells do).
 pub const EXIT_CANNOT_START: i32 = 127;
@@ -37,6 +42,14 @@ pub const EXIT_CANNOT_START: i32 = 127;
 const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
 pub fn run(opts: RunOptions) -> Result<i32> {
+    // Invalid export settings stop here, before the command runs.
+    let mut telemetry = match telemetry::prepare(&opts.export) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("netmon: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
     let lib = session::locate_interceptor(opts.lib.as_deref())?;
     let session = Session::create(
         &opts.shm_dir,
@@ -63,6 +76,13 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         }
     };
     let child_pid = Pid::from_raw(child.id() as i32);
+    let executable = std::path::Path::new(program)
+        .file_name()
+        .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
+    let mut pipeline = telemetry.start(&Workload {
+        executable,
+        pid: Some(child.id()),
+    });
 
     let forwarder_handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
@@ -78,22 +98,30 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         let stop = stop.clone();
         let interval = opts.poll_interval;
         std::thread::scope(|scope| {
-            let handle = scope.spawn(|| {
+            let (telemetry, session, stop) = (&telemetry, &session, &stop);
+            let handle = scope.spawn(move || {
                 let mut tracker = Tracker::new();
                 while !stop.load(Ordering::Relaxed) {
                     tracker.poll(&session.region);
+                    if let Some(p) = &mut pipeline {
+                        p.collect(&tracker, tracker.health(&session.region));
+                    }
                     std::thread::sleep(interval);
                 }
                 tracker.finish(&session.region);
-                tracker
+                let exported = pipeline.map(|p| {
+                    let health = tracker.health(&session.region);
+                    p.shutdown(&tracker, health, telemetry.flush_deadline())
+                });
+                (tracker, exported)
             });
             let status = child.wait();
             stop.store(true, Ordering::Relaxed);
-            let tracker = handle.join().expect("reader thread panicked");
-            (status, tracker)
+            let (tracker, exported) = handle.join().expect("reader thread panicked");
+            (status, tracker, exported)
         })
     };
-    let (status, tracker) = reader;
+    let (status, tracker, exported) = reader;
     forwarder_handle.close();
     let _ = forwarder.join();
     let status = status.context("waiting for the command failed")?;
@@ -103,7 +131,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         .unwrap_or(1);
 
     let health = tracker.health(&session.region);
-    let summary = summary::build(
+    let mut summary = summary::build(
         &tracker,
         health,
         RunInfo {
@@ -113,7 +141,8 @@ pub fn run(opts: RunOptions) -> Result<i32> {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
     );
-    if !opts.quiet {
+    summary.export = exported.unwrap_or_default();
+    if !opts.quiet && telemetry.console() {
         eprint!("{}", summary::render_text(&summary));
     }
     if let Some(path) = &opts.json {

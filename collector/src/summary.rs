@@ -21,6 +21,9 @@ pub struct RunSummary {
     pub dropped_events: u64,
     pub records_rejected: u64,
     pub sockets_untracked: u64,
+    /// Delivery per exporter (absent when nothing is exported).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export: Vec<crate::telemetry::ExporterReport>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -300,6 +303,7 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         dropped_events: health.events_dropped,
         records_rejected: health.records_rejected,
         sockets_untracked: health.sockets_untracked,
+        export: Vec::new(),
     }
 }
 
@@ -520,6 +524,27 @@ pub fn render_text(s: &RunSummary) -> String {
         );
     }
     out.push('\n');
+    for e in &s.export {
+        let _ = write!(
+            out,
+            "  export {}: {} spans, {} metric points",
+            e.exporter, e.spans_exported, e.metric_points_exported
+        );
+        let lost =
+            e.spans_dropped + e.spans_rejected + e.metric_points_dropped + e.metric_points_rejected;
+        if lost > 0 {
+            let _ = write!(
+                out,
+                ", not delivered: {} spans, {} metric points",
+                e.spans_dropped + e.spans_rejected,
+                e.metric_points_dropped + e.metric_points_rejected
+            );
+        }
+        if e.failed_requests > 0 {
+            let _ = write!(out, ", {} failed requests", e.failed_requests);
+        }
+        out.push('\n');
+    }
     out
 }
 

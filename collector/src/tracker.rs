@@ -156,6 +156,37 @@ pub struct SocketRecord {
 }
 
 impl SocketRecord {
+    /// A socket with nothing known yet but its owner and kind (synthetic workloads, tests).
+    #[allow(dead_code, reason = "used by tests and the export benchmark")]
+    pub fn new(pid: u32, transport: Transport, is_ipv6: bool, role: u8) -> SocketRecord {
+        SocketRecord {
+            pid,
+            fd: -1,
+            transport,
+            is_ipv6,
+            role,
+            remote: None,
+            local: None,
+            outcome: Outcome::None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            sends: 0,
+            receives: 0,
+            open_ns: 0,
+            close_ns: None,
+            rtt_us: None,
+            rtt_var_us: None,
+            retransmits: None,
+            segs_out: 0,
+            segs_in: 0,
+            inherited: false,
+            platform: false,
+            attempts: Vec::new(),
+            epoch_bytes: BTreeMap::new(),
+            last_epoch: 0,
+        }
+    }
+
     /// Splits the counters between invocation epochs, given the slot's current epoch and its
     /// counters at the start of it (`base`). Bytes before `epoch` that no earlier read
     /// attributed belong to the newest epoch the slot was seen in before (the collector reads at
@@ -249,6 +280,9 @@ pub struct Tracker {
     pub sockets: HashMap<SocketKey, SocketRecord>,
     pub datagrams: HashMap<(u32, u32, Endpoint, Direction), Datagrams>,
     pub invocations: Vec<InvocationMark>,
+    /// Keys of `sockets` in the order they were first seen (append-only), so a consumer can
+    /// find new sockets without scanning them all.
+    pub socket_order: Vec<(u32, u32)>,
     pending_queries: HashMap<QueryKey, DnsLookup>,
     /// Early events for sockets whose slot we have not read yet.
     orphan_attempts: HashMap<SocketKey, Vec<(u16, Attempt)>>,
@@ -522,6 +556,9 @@ impl Tracker {
             let key = (idx, gen_);
             let flags = slot.flags.load(Ordering::Relaxed);
             let closed = state == socket_state::CLOSED;
+            if !self.sockets.contains_key(&key) {
+                self.socket_order.push(key);
+            }
             let record = self.sockets.entry(key).or_insert_with(|| SocketRecord {
                 pid: slot.pid.load(Ordering::Relaxed),
                 fd: slot.fd.load(Ordering::Relaxed),

@@ -1,0 +1,536 @@
+//! The export pipeline: reads a [`Tracker`] as often as the caller likes, keeps its own
+//! cursors (lookups seen, sockets' last byte counters, attempts turned into spans), so every
+//! export carries only what is new — including byte deltas of long-lived connections — and
+//! hands spans and metric collections to the background [`Exporters`].
+//!
+//! The API is the same for every mode: `netmon run` calls [`Pipeline::collect`] after each
+//! poll and [`Pipeline::shutdown`] at exit; a long-running mode calls [`Pipeline::flush`]
+//! when it must not hold data (e.g. before a Lambda environment freezes).
+
+use super::config::{Signal, TelemetryConfig};
+use super::export::{BuildError, Exporters, QueueLimits, SignalCounts};
+use super::flows::{Aggregates, DnsKey, FlowKey, Names, socket_key};
+use super::metrics::{ExportHealth, Metrics};
+use super::spans::{
+    self, AttemptResult, ProcessInfo, ProcessTrace, TraceParent, attempt_result, attempt_span,
+    canonical_ip, dns_span,
+};
+use crate::tracker::{Direction, Health, Outcome, Tracker, Transport};
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What the pipeline remembers about one socket.
+#[derive(Default)]
+struct SocketCursor {
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// Attempts already turned into spans (or skipped).
+    attempts_done: usize,
+    domain: Option<u32>,
+    domain_resolved: bool,
+    established: bool,
+    closed: bool,
+    /// Collections since the close was seen: late events of a closed socket arrive within one.
+    closed_collects: u8,
+}
+
+struct ProcessState {
+    trace: ProcessTrace,
+    ppid: u32,
+    executable: String,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+/// Delivery statistics of one exporter, for the run summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExporterReport {
+    pub exporter: String,
+    pub spans_exported: u64,
+    pub spans_dropped: u64,
+    pub spans_rejected: u64,
+    pub metric_points_exported: u64,
+    pub metric_points_dropped: u64,
+    pub metric_points_rejected: u64,
+    pub failed_requests: u64,
+}
+
+/// Settings of a pipeline beyond the exporters.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    pub metric_interval: Duration,
+    pub ephemeral_ports: bool,
+    pub cardinality_limit: usize,
+    /// Spans join this trace (W3C `TRACEPARENT` of the environment).
+    pub traceparent: Option<TraceParent>,
+}
+
+/// See the module documentation.
+pub struct Pipeline {
+    opts: PipelineOptions,
+    exporters: Exporters,
+    metrics: Metrics,
+    scope: InstrumentationScope,
+    ids: RandomIdGenerator,
+    spans_enabled: bool,
+    lookups_seen: usize,
+    sockets_seen: usize,
+    active: HashMap<(u32, u32), SocketCursor>,
+    datagrams: HashMap<(u32, u32, crate::tracker::Endpoint, Direction), (u64, u64)>,
+    names: Names,
+    name_index: HashMap<(Option<u32>, IpAddr), u32>,
+    processes: HashMap<u32, ProcessState>,
+    process_names: HashMap<u32, String>,
+    agg: Aggregates,
+    spans: Vec<SpanData>,
+    health_published: Health,
+    health_now: Health,
+    export_published: HashMap<(&'static str, Signal), SignalCounts>,
+    next_metrics: Instant,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Pipeline {
+    /// Builds the exporters the configuration names (validating them: an unreachable
+    /// receiver is not an error, a malformed setting is). Nothing is sent before [`start`].
+    ///
+    /// [`start`]: Pipeline::start
+    pub fn exporters(config: &TelemetryConfig) -> Result<Exporters, BuildError> {
+        let otlp = match (&config.traces, &config.metrics) {
+            (Some(t), Some(m)) => Some((t, m)),
+            _ => None,
+        };
+        let temporality = match config.temporality {
+            super::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
+            super::config::Temporality::Cumulative => {
+                opentelemetry_sdk::metrics::Temporality::Cumulative
+            }
+            super::config::Temporality::LowMemory => {
+                opentelemetry_sdk::metrics::Temporality::LowMemory
+            }
+        };
+        let timeout = config
+            .traces
+            .iter()
+            .chain(config.metrics.iter())
+            .map(|s| s.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(10));
+        Exporters::build(
+            otlp,
+            config.otlp_json.as_deref(),
+            temporality,
+            QueueLimits {
+                max_spans: config.batching.max_queue_spans,
+                max_batch: config.batching.max_batch_spans,
+                span_delay: config.batching.span_delay,
+                max_points: config.batching.max_queue_points,
+                request_timeout: timeout + Duration::from_secs(1),
+            },
+        )
+    }
+
+    /// Starts the exporters' workers and returns the pipeline.
+    pub fn start(
+        mut exporters: Exporters,
+        resource: Resource,
+        temporality: super::config::Temporality,
+        opts: PipelineOptions,
+    ) -> Pipeline {
+        exporters.start(&resource);
+        let metrics = Metrics::new(resource, temporality, opts.cardinality_limit);
+        Pipeline {
+            spans_enabled: opts.traceparent.is_none_or(|t| t.sampled),
+            next_metrics: Instant::now() + opts.metric_interval,
+            agg: Aggregates::new(opts.cardinality_limit),
+            opts,
+            exporters,
+            metrics,
+            scope: spans::scope(),
+            ids: RandomIdGenerator::default(),
+            lookups_seen: 0,
+            sockets_seen: 0,
+            active: HashMap::new(),
+            datagrams: HashMap::new(),
+            names: Names::default(),
+            name_index: HashMap::new(),
+            processes: HashMap::new(),
+            process_names: HashMap::new(),
+            spans: Vec::new(),
+            health_published: Health::default(),
+            health_now: Health::default(),
+            export_published: HashMap::new(),
+        }
+    }
+
+    fn process(&mut self, pid: u32) -> &mut ProcessState {
+        let traceparent = self.opts.traceparent;
+        let ids = &self.ids;
+        self.processes.entry(pid).or_insert_with(|| {
+            let now = now_ns();
+            ProcessState {
+                trace: ProcessTrace {
+                    trace_id: traceparent.map_or_else(|| ids.new_trace_id(), |t| t.trace_id),
+                    root_span_id: ids.new_span_id(),
+                    parent: traceparent.map(|t| t.span_id),
+                },
+                ppid: 0,
+                executable: String::new(),
+                first_ns: now,
+                last_ns: now,
+            }
+        })
+    }
+
+    /// The trace of a process, widening its root span to cover `[start, end]`.
+    fn trace_for(&mut self, pid: u32, start: u64, end: u64) -> ProcessTrace {
+        let p = self.process(pid);
+        p.first_ns = p.first_ns.min(start);
+        p.last_ns = p.last_ns.max(end);
+        p.trace
+    }
+
+    /// Reads what is new in the tracker. Cheap and never blocks on delivery; exports happen
+    /// on the exporters' own threads.
+    pub fn collect(&mut self, t: &Tracker, health: Health) {
+        self.read(t, health, false);
+        if Instant::now() >= self.next_metrics {
+            self.export_metrics();
+        }
+    }
+
+    fn read(&mut self, t: &Tracker, health: Health, final_pass: bool) {
+        self.health_now = health;
+        for p in t.processes.values() {
+            if self.process_names.get(&p.pid) != Some(&p.executable) {
+                self.process_names.insert(p.pid, p.executable.clone());
+            }
+            let st = self.process(p.pid);
+            st.ppid = p.ppid;
+            st.executable.clone_from(&p.executable);
+        }
+        self.read_lookups(t);
+        self.read_sockets(t, final_pass);
+        self.read_datagrams(t);
+        if !self.spans.is_empty() {
+            self.exporters.push_spans(std::mem::take(&mut self.spans));
+        }
+    }
+
+    fn read_lookups(&mut self, t: &Tracker) {
+        let Some(new) = t.lookups.get(self.lookups_seen..) else {
+            return;
+        };
+        self.lookups_seen = t.lookups.len();
+        for l in new {
+            let domain = self.names.intern(&l.name);
+            for a in &l.answers {
+                let a = canonical_ip(*a);
+                self.name_index.insert((Some(l.pid), a), domain);
+                self.name_index.insert((None, a), domain);
+            }
+            self.agg.lookup(
+                DnsKey {
+                    domain,
+                    rcode: l.rcode,
+                    pid: l.pid,
+                    overflow: false,
+                },
+                l.duration_ns as f64 / 1e9,
+            );
+            if self.spans_enabled {
+                let end = l.start_ns.saturating_add(l.duration_ns);
+                let trace = self.trace_for(l.pid, l.start_ns, end);
+                let id = self.ids.new_span_id();
+                self.spans.push(dns_span(l, &trace, id, &self.scope));
+            }
+        }
+    }
+
+    fn domain_of(&self, pid: u32, ip: IpAddr, port: u16) -> Option<u32> {
+        if port == crate::tracker::DNS_PORT {
+            return None; // the resolver itself, not a destination it resolved
+        }
+        let ip = canonical_ip(ip);
+        self.name_index
+            .get(&(Some(pid), ip))
+            .or_else(|| self.name_index.get(&(None, ip)))
+            .copied()
+    }
+
+    fn read_sockets(&mut self, t: &Tracker, final_pass: bool) {
+        if let Some(new) = t.socket_order.get(self.sockets_seen..) {
+            for key in new {
+                self.active.entry(*key).or_default();
+            }
+            self.sockets_seen = t.socket_order.len();
+        }
+        let mut done = Vec::new();
+        let keys: Vec<(u32, u32)> = self.active.keys().copied().collect();
+        for key in keys {
+            let Some(s) = t.sockets.get(&key) else {
+                done.push(key);
+                continue;
+            };
+            if s.platform {
+                done.push(key);
+                continue;
+            }
+            let Some(mut c) = self.active.remove(&key) else {
+                continue;
+            };
+            if !c.domain_resolved
+                && let Some(r) = s.remote
+            {
+                c.domain = self.domain_of(s.pid, r.ip, r.port);
+                c.domain_resolved = true;
+            }
+            let flow = socket_key(s, c.domain, self.opts.ephemeral_ports);
+            if let Some(k) = flow {
+                self.socket_flow(s, &mut c, k);
+            }
+            // Attempts: spans, and failures for the flow.
+            while c.attempts_done < s.attempts.len() {
+                let i = c.attempts_done;
+                let result = attempt_result(s, i, final_pass);
+                match result {
+                    AttemptResult::Pending => break,
+                    AttemptResult::Poll => {}
+                    AttemptResult::Succeeded | AttemptResult::Failed(_) => {
+                        if let (AttemptResult::Failed(e), Some(k), Transport::Tcp) =
+                            (&result, flow, s.transport)
+                        {
+                            self.agg.flow(k).fail(*e);
+                        }
+                        if self.spans_enabled && !s.inherited {
+                            let a = &s.attempts[i];
+                            let end = a.start_ns.saturating_add(a.duration_ns);
+                            let trace = self.trace_for(s.pid, a.start_ns, end);
+                            let id = self.ids.new_span_id();
+                            let domain = c.domain.map(|d| self.names.get(d).to_string());
+                            self.spans.push(attempt_span(
+                                s,
+                                a,
+                                &result,
+                                domain.as_deref(),
+                                &trace,
+                                id,
+                                &self.scope,
+                            ));
+                        }
+                    }
+                }
+                c.attempts_done += 1;
+            }
+            if c.closed {
+                c.closed_collects = c.closed_collects.saturating_add(1);
+            }
+            let settled = c.attempts_done == s.attempts.len();
+            if final_pass || (c.closed && c.closed_collects >= 2 && settled) {
+                done.push(key);
+            }
+            self.active.insert(key, c);
+        }
+        for k in done {
+            self.active.remove(&k);
+        }
+    }
+
+    /// Folds a socket's news into its flow: new bytes, establishment, close.
+    fn socket_flow(&mut self, s: &crate::tracker::SocketRecord, c: &mut SocketCursor, k: FlowKey) {
+        let sent = s.bytes_sent.saturating_sub(c.bytes_sent);
+        let received = s.bytes_received.saturating_sub(c.bytes_received);
+        let tcp = s.transport == Transport::Tcp;
+        let established = tcp
+            && !c.established
+            && !s.inherited
+            && (s.outcome == Outcome::Connected || s.direction() == Direction::Incoming);
+        let closing = !c.closed && s.close_ns.is_some();
+        if sent == 0 && received == 0 && !established && !closing {
+            return;
+        }
+        let acc = self.agg.flow(k);
+        acc.bytes_written += sent;
+        acc.bytes_read += received;
+        c.bytes_sent = s.bytes_sent.max(c.bytes_sent);
+        c.bytes_received = s.bytes_received.max(c.bytes_received);
+        if established {
+            acc.established += 1;
+            c.established = true;
+        }
+        if closing {
+            c.closed = true;
+            if tcp && c.established {
+                acc.closed += 1;
+            }
+            if let Some(r) = s.retransmits {
+                acc.retransmits += u64::from(r);
+            }
+            if let (Some(rtt), Some(var)) = (s.rtt_us, s.rtt_var_us) {
+                acc.rtt_sum += f64::from(rtt);
+                acc.rtt_var_sum += f64::from(var);
+                acc.rtt_n += 1;
+            }
+        }
+    }
+
+    fn read_datagrams(&mut self, t: &Tracker) {
+        for (key, d) in &t.datagrams {
+            let seen = self.datagrams.entry(*key).or_insert((0, 0));
+            let sent = d.bytes_sent.saturating_sub(seen.0);
+            let received = d.bytes_received.saturating_sub(seen.1);
+            if sent == 0 && received == 0 {
+                continue;
+            }
+            *seen = (d.bytes_sent.max(seen.0), d.bytes_received.max(seen.1));
+            let domain = self.domain_of(d.pid, d.peer.ip, d.peer.port);
+            let k = FlowKey {
+                direction: Direction::Outgoing,
+                transport: Transport::Udp,
+                src_ip: None,
+                src_port: None,
+                dst_ip: canonical_ip(d.peer.ip),
+                dst_port: Some(d.peer.port),
+                pid: d.pid,
+                domain,
+                overflow: false,
+            };
+            let acc = self.agg.flow(k);
+            acc.bytes_written += sent;
+            acc.bytes_read += received;
+        }
+    }
+
+    /// Hands the accumulated metrics to the SDK, collects and queues them.
+    fn export_metrics(&mut self) {
+        self.next_metrics = Instant::now() + self.opts.metric_interval;
+        self.metrics
+            .publish(&mut self.agg, &self.names, &self.process_names);
+        let (h, p) = (self.health_now, self.health_published);
+        self.metrics.publish_region_health(
+            h.events_dropped.saturating_sub(p.events_dropped),
+            h.records_rejected.saturating_sub(p.records_rejected),
+            h.sockets_untracked.saturating_sub(p.sockets_untracked),
+        );
+        self.health_published = h;
+        for (name, stats) in self.exporters.stats() {
+            for signal in [Signal::Traces, Signal::Metrics] {
+                let now = match signal {
+                    Signal::Traces => stats.traces.snapshot(),
+                    Signal::Metrics => stats.metrics.snapshot(),
+                };
+                let before = self
+                    .export_published
+                    .insert((name, signal), now)
+                    .unwrap_or_default();
+                self.metrics.publish_export_health(
+                    name,
+                    signal.as_str(),
+                    &ExportHealth {
+                        failures: now.failures - before.failures,
+                        dropped: now.dropped - before.dropped,
+                        rejected: now.rejected - before.rejected,
+                    },
+                );
+            }
+        }
+        if let Some(rm) = self.metrics.collect() {
+            self.exporters.push_metrics(rm);
+        }
+    }
+
+    /// Exports everything collected so far and waits (until `deadline`) for delivery.
+    #[allow(
+        dead_code,
+        reason = "the API of long-running modes (Lambda freezes); tested"
+    )]
+    pub fn flush(&mut self, deadline: Instant) -> bool {
+        self.export_metrics();
+        self.exporters.flush(deadline)
+    }
+
+    /// The last read (what is still unsettled is settled now), the process spans, the last
+    /// metrics; then delivery until `deadline`. Returns the exporters' statistics.
+    pub fn shutdown(
+        mut self,
+        t: &Tracker,
+        health: Health,
+        deadline: Instant,
+    ) -> Vec<ExporterReport> {
+        self.read(t, health, true);
+        if self.spans_enabled {
+            let end = now_ns();
+            let roots: Vec<SpanData> = self
+                .processes
+                .iter()
+                .map(|(pid, p)| {
+                    let parent_process = self
+                        .processes
+                        .get(&p.ppid)
+                        .map(|pp| (pp.trace.trace_id, pp.trace.root_span_id));
+                    spans::process_span(
+                        &ProcessInfo {
+                            pid: *pid,
+                            ppid: p.ppid,
+                            executable: p.executable.clone(),
+                            start_ns: p.first_ns,
+                            end_ns: p.last_ns.max(end),
+                            parent_process,
+                        },
+                        &p.trace,
+                        &self.scope,
+                    )
+                })
+                .collect();
+            self.exporters.push_spans(roots);
+        }
+        self.export_metrics();
+        self.exporters.shutdown(deadline);
+        self.metrics.shutdown();
+        self.report()
+    }
+
+    /// Delivery statistics so far.
+    pub fn report(&self) -> Vec<ExporterReport> {
+        self.exporters
+            .stats()
+            .into_iter()
+            .map(|(name, s)| {
+                let t = s.traces.snapshot();
+                let m = s.metrics.snapshot();
+                ExporterReport {
+                    exporter: name.to_string(),
+                    spans_exported: t.exported,
+                    spans_dropped: t.dropped,
+                    spans_rejected: t.rejected,
+                    metric_points_exported: m.exported,
+                    metric_points_dropped: m.dropped,
+                    metric_points_rejected: m.rejected,
+                    failed_requests: t.failures + m.failures,
+                }
+            })
+            .collect()
+    }
+
+    /// The trace a process's spans belong to (for tests and for modes that link to it).
+    #[allow(
+        dead_code,
+        reason = "for modes that link their own spans to a process; tested"
+    )]
+    pub fn trace_of(&self, pid: u32) -> Option<(TraceId, SpanId)> {
+        self.processes
+            .get(&pid)
+            .map(|p| (p.trace.trace_id, p.trace.root_span_id))
+    }
+}

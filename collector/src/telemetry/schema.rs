@@ -1,0 +1,234 @@
+//! Every name netmon puts on the wire: metric names and units, attribute keys, span names and
+//! the instrumentation scope. Dashboards and tests check against this one module.
+//!
+//! Span attributes use OpenTelemetry semantic-convention keys; netflow/dnsflow metric tags use
+//! the short netflow names (`src_ip`, `dst_port`, ...) of DESIGN §6.
+
+use opentelemetry_semantic_conventions::attribute as semconv;
+
+/// Instrumentation scope of everything netmon exports.
+pub const SCOPE_NAME: &str = "netmon";
+
+// ------------------------------------------------------------------ span names (low cardinality)
+
+/// A name lookup (getaddrinfo, gethostbyname, DNS datagrams).
+pub const SPAN_DNS_LOOKUP: &str = "dns.lookup";
+/// An outgoing connection attempt (one `connect` call and its outcome).
+pub const SPAN_CONNECT: &str = "connect";
+/// An accepted connection (one `accept` call).
+pub const SPAN_ACCEPT: &str = "accept";
+/// The root span of a monitored process.
+pub const SPAN_PROCESS: &str = "process";
+
+// ------------------------------------------------------------------ span attributes (semconv)
+
+pub const DNS_QUESTION_NAME: &str = semconv::DNS_QUESTION_NAME;
+pub const DNS_ANSWERS: &str = semconv::DNS_ANSWERS;
+pub const ERROR_TYPE: &str = semconv::ERROR_TYPE;
+pub const NETWORK_PEER_ADDRESS: &str = semconv::NETWORK_PEER_ADDRESS;
+pub const NETWORK_PEER_PORT: &str = semconv::NETWORK_PEER_PORT;
+pub const NETWORK_LOCAL_ADDRESS: &str = semconv::NETWORK_LOCAL_ADDRESS;
+pub const NETWORK_LOCAL_PORT: &str = semconv::NETWORK_LOCAL_PORT;
+pub const NETWORK_TRANSPORT: &str = semconv::NETWORK_TRANSPORT;
+pub const NETWORK_TYPE: &str = semconv::NETWORK_TYPE;
+pub const SERVER_ADDRESS: &str = semconv::SERVER_ADDRESS;
+pub const SERVER_PORT: &str = semconv::SERVER_PORT;
+pub const CLIENT_ADDRESS: &str = semconv::CLIENT_ADDRESS;
+pub const CLIENT_PORT: &str = semconv::CLIENT_PORT;
+pub const SERVICE_PEER_NAME: &str = semconv::SERVICE_PEER_NAME;
+/// `peer.service`: deprecated in semantic conventions in favour of `service.peer.name`, but it
+/// is the attribute Tempo's service graph reads by default, so spans carry both.
+pub const PEER_SERVICE: &str = "peer.service";
+pub const PROCESS_PID: &str = semconv::PROCESS_PID;
+pub const PROCESS_PARENT_PID: &str = semconv::PROCESS_PARENT_PID;
+pub const PROCESS_EXECUTABLE_NAME: &str = semconv::PROCESS_EXECUTABLE_NAME;
+pub const THREAD_ID: &str = semconv::THREAD_ID;
+
+/// How a lookup was made: `getaddrinfo`, `gethostbyname`, `getaddrinfo_a`, `udp`.
+pub const NETMON_DNS_SOURCE: &str = "netmon.dns.source";
+/// The DNS response code of a lookup (-1: timeout).
+pub const NETMON_DNS_RCODE: &str = "netmon.dns.rcode";
+
+// ------------------------------------------------------------------ resource attributes
+
+pub const SERVICE_NAME: &str = semconv::SERVICE_NAME;
+pub const HOST_NAME: &str = semconv::HOST_NAME;
+pub const FAAS_NAME: &str = semconv::FAAS_NAME;
+pub const FAAS_VERSION: &str = semconv::FAAS_VERSION;
+pub const FAAS_INSTANCE: &str = semconv::FAAS_INSTANCE;
+pub const FAAS_MAX_MEMORY: &str = semconv::FAAS_MAX_MEMORY;
+pub const CLOUD_PROVIDER: &str = semconv::CLOUD_PROVIDER;
+pub const CLOUD_PLATFORM: &str = semconv::CLOUD_PLATFORM;
+pub const CLOUD_REGION: &str = semconv::CLOUD_REGION;
+
+// ------------------------------------------------------------------ netflow / dnsflow tags
+
+pub const TAG_SRC_IP: &str = "src_ip";
+pub const TAG_SRC_PORT: &str = "src_port";
+pub const TAG_DST_IP: &str = "dst_ip";
+pub const TAG_DST_PORT: &str = "dst_port";
+pub const TAG_TRANSPORT: &str = "transport";
+pub const TAG_FAMILY: &str = "family";
+pub const TAG_DIRECTION: &str = "direction";
+pub const TAG_SRC_IP_TYPE: &str = "src_ip_type";
+pub const TAG_DST_IP_TYPE: &str = "dst_ip_type";
+pub const TAG_DST_DOMAIN: &str = "dst_domain";
+pub const TAG_PID: &str = "pid";
+pub const TAG_PROCESS_NAME: &str = "process_name";
+pub const TAG_RCODE: &str = "rcode";
+/// The errno name of a failed connection attempt (`ECONNREFUSED`, ...).
+pub const TAG_ERROR_TYPE: &str = "error_type";
+/// Health metrics: which exporter (`otlp`, `otlp-json`).
+pub const TAG_EXPORTER: &str = "exporter";
+/// Health metrics: which signal (`traces`, `metrics`).
+pub const TAG_SIGNAL: &str = "signal";
+/// Set by the SDK on the datapoint that collects everything beyond the cardinality limit.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
+// ------------------------------------------------------------------ metrics: (name, unit)
+
+/// A metric's name, unit and description.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricName {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub description: &'static str,
+}
+
+pub const NETFLOW_BYTES_WRITTEN: MetricName = MetricName {
+    name: "netflow.bytes_written",
+    unit: "By",
+    description: "Bytes the monitored processes sent on sockets",
+};
+pub const NETFLOW_BYTES_READ: MetricName = MetricName {
+    name: "netflow.bytes_read",
+    unit: "By",
+    description: "Bytes the monitored processes received on sockets",
+};
+pub const NETFLOW_TCP_ESTABLISHED: MetricName = MetricName {
+    name: "netflow.tcp_established",
+    unit: "{connection}",
+    description: "TCP connections established (connected or accepted)",
+};
+pub const NETFLOW_TCP_CLOSED: MetricName = MetricName {
+    name: "netflow.tcp_closed",
+    unit: "{connection}",
+    description: "TCP connections closed",
+};
+pub const NETFLOW_TCP_FAILED: MetricName = MetricName {
+    name: "netflow.tcp_failed",
+    unit: "{connection}",
+    description: "Failed TCP connection attempts, by error_type",
+};
+pub const NETFLOW_RETRANSMITS: MetricName = MetricName {
+    name: "netflow.retransmits",
+    unit: "{segment}",
+    description: "Retransmitted TCP segments of connections closed in the interval",
+};
+pub const NETFLOW_RTT: MetricName = MetricName {
+    name: "netflow.rtt",
+    unit: "us",
+    description: "Mean smoothed RTT of the TCP connections closed in the interval",
+};
+pub const NETFLOW_RTT_VAR: MetricName = MetricName {
+    name: "netflow.rtt_var",
+    unit: "us",
+    description: "Mean RTT variance of the TCP connections closed in the interval",
+};
+pub const DNSFLOW_COUNT: MetricName = MetricName {
+    name: "dnsflow.count",
+    unit: "{lookup}",
+    description: "Name lookups, by dst_domain and rcode",
+};
+pub const DNSFLOW_LATENCY: MetricName = MetricName {
+    name: "dnsflow.latency",
+    unit: "s",
+    description: "Name lookup latency",
+};
+pub const DNSFLOW_LATENCY_MAX: MetricName = MetricName {
+    name: "dnsflow.latency_max",
+    unit: "s",
+    description: "Slowest name lookup in the interval",
+};
+pub const NETMON_EVENTS_DROPPED: MetricName = MetricName {
+    name: "netmon.events_dropped",
+    unit: "{event}",
+    description: "Events lost because a ring was full (the program never waits for netmon)",
+};
+pub const NETMON_RECORDS_REJECTED: MetricName = MetricName {
+    name: "netmon.records_rejected",
+    unit: "{record}",
+    description: "Shared-memory records that failed validation",
+};
+pub const NETMON_SOCKETS_UNTRACKED: MetricName = MetricName {
+    name: "netmon.sockets_untracked",
+    unit: "{socket}",
+    description: "Sockets that could not be tracked (socket table full)",
+};
+pub const NETMON_EXPORT_FAILURES: MetricName = MetricName {
+    name: "netmon.export.failures",
+    unit: "{request}",
+    description: "Export requests that failed (each retry counts)",
+};
+pub const NETMON_EXPORT_DROPPED: MetricName = MetricName {
+    name: "netmon.export.dropped",
+    unit: "{item}",
+    description: "Spans or metric data points dropped before delivery (queue full, or undeliverable)",
+};
+pub const NETMON_EXPORT_REJECTED: MetricName = MetricName {
+    name: "netmon.export.rejected",
+    unit: "{item}",
+    description: "Spans or metric data points the receiver rejected (partial success)",
+};
+
+/// Every metric netmon exports.
+#[allow(dead_code, reason = "the list dashboards and tests check against")]
+pub const ALL_METRICS: [MetricName; 17] = [
+    NETFLOW_BYTES_WRITTEN,
+    NETFLOW_BYTES_READ,
+    NETFLOW_TCP_ESTABLISHED,
+    NETFLOW_TCP_CLOSED,
+    NETFLOW_TCP_FAILED,
+    NETFLOW_RETRANSMITS,
+    NETFLOW_RTT,
+    NETFLOW_RTT_VAR,
+    DNSFLOW_COUNT,
+    DNSFLOW_LATENCY,
+    DNSFLOW_LATENCY_MAX,
+    NETMON_EVENTS_DROPPED,
+    NETMON_RECORDS_REJECTED,
+    NETMON_SOCKETS_UNTRACKED,
+    NETMON_EXPORT_FAILURES,
+    NETMON_EXPORT_DROPPED,
+    NETMON_EXPORT_REJECTED,
+];
+
+/// Bucket bounds of `dnsflow.latency` (seconds): 0.25 ms to 10 s.
+pub const DNS_LATENCY_BUCKETS: [f64; 14] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn metric_names_are_unique_and_valid_instrument_names() {
+        let mut seen = HashSet::new();
+        for m in ALL_METRICS {
+            assert!(seen.insert(m.name), "duplicate {}", m.name);
+            // OTel instrument name syntax: a letter, then [A-Za-z0-9_.-/], at most 255.
+            assert!(m.name.len() <= 255);
+            assert!(m.name.starts_with(|c: char| c.is_ascii_alphabetic()));
+            assert!(
+                m.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c)),
+                "{}",
+                m.name
+            );
+            assert!(!m.unit.is_empty() && !m.description.is_empty());
+        }
+    }
+}
