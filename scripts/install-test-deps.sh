@@ -51,3 +51,32 @@ fi
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     quiet cargo install -q --locked cargo-fuzz
 fi
+
+# OTLP receivers for tests/e2e/test_otlp.py: rotel (PyPI wheel with the rotel-agent binary) and
+# VictoriaMetrics >= 1.9x (Debian trixie's package; bookworm's has no OTLP), unpacked into a
+# cache directory through a private APT configuration that leaves the system's sources alone.
+if ! python3 -c 'import rotel' >/dev/null 2>&1; then
+    quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore rotel
+fi
+rotel_agent="$(python3 -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
+[ -x "$rotel_agent" ] || { echo "install-test-deps: rotel-agent missing at $rotel_agent" >&2; exit 1; }
+
+cache="${NETMON_TEST_CACHE:-/var/cache/netmon-test}"
+vm_bin="$cache/victoria-metrics/usr/bin/victoria-metrics"
+if [ ! -x "$vm_bin" ]; then
+    apt_dir="$cache/apt-trixie"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/etc" "$apt_dir/debs"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+        >"$apt_dir/etc/sources.list"
+    apt_opts=(
+        -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir" -o "Dir::State::Status=/dev/null"
+        -o "APT::Sandbox::User=root"
+    )
+    quiet apt-get "${apt_opts[@]}" update -q
+    (cd "$apt_dir/debs" && quiet apt-get "${apt_opts[@]}" download victoria-metrics)
+    rm -rf "$cache/victoria-metrics"
+    quiet dpkg-deb -x "$(ls "$apt_dir"/debs/victoria-metrics_*.deb | head -n1)" "$cache/victoria-metrics"
+    rm -rf "$apt_dir"
+fi
+[ -x "$vm_bin" ] || { echo "install-test-deps: victoria-metrics missing at $vm_bin" >&2; exit 1; }

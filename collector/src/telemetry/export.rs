@@ -159,6 +159,9 @@ fn tls_config(sig: &OtlpSignal) -> ClientTlsConfig {
 }
 
 fn http_client(sig: &OtlpSignal) -> Result<reqwest::Client, BuildError> {
+    // reqwest is built without a crypto provider of its own (no aws-lc); it uses the process
+    // default, even for plain http. Installing fails harmlessly if one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = reqwest::Client::builder().timeout(sig.timeout);
     if !sig.endpoint.starts_with("https://") {
         return builder
