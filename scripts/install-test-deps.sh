@@ -4,6 +4,7 @@
 #   apt: dnsmasq-base iproute2 curl openssl gcc (+ openjdk-17-jdk-headless, nodejs if missing)
 #   pip: pytest
 #   cargo: cargo-fuzz (when the nightly toolchain is installed)
+#   Lambda runtime clients: awslambdaric (pip), aws-lambda-ric (npm, native build into the cache)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -80,3 +81,33 @@ if [ ! -x "$vm_bin" ]; then
     rm -rf "$apt_dir"
 fi
 [ -x "$vm_bin" ] || { echo "install-test-deps: victoria-metrics missing at $vm_bin" >&2; exit 1; }
+
+# Lambda runtime clients for the local Lambda (tests/e2e/support/lambda_local.py): awslambdaric
+# (PyPI wheel) and aws-lambda-ric (npm; its install scripts build curl and aws-lambda-cpp from
+# source, ~1 min, once) into $cache/node — outside the repository.
+if ! python3 -c 'import awslambdaric' >/dev/null 2>&1; then
+    quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore awslambdaric
+fi
+ric_version=4.0.2
+node_dir="$cache/node"
+ric_dir="$node_dir/node_modules/aws-lambda-ric"
+if [ ! -f "$ric_dir/rapid-client.node" ] ||
+    [ "$(node -p "require('$ric_dir/package.json').version" 2>/dev/null)" != "$ric_version" ]; then
+    build_pkgs=()
+    have cmake || build_pkgs+=(cmake)
+    have autoreconf || build_pkgs+=(autoconf)
+    have automake || build_pkgs+=(automake)
+    have libtoolize || build_pkgs+=(libtool)
+    have g++ || build_pkgs+=(g++)
+    have make || build_pkgs+=(make)
+    if [ "${#build_pkgs[@]}" -gt 0 ]; then
+        quiet apt-get update -q
+        quiet apt-get install -y -q --no-install-recommends "${build_pkgs[@]}"
+    fi
+    mkdir -p "$node_dir"
+    [ -f "$node_dir/package.json" ] || echo '{"name": "netmon-test-node", "private": true}' >"$node_dir/package.json"
+    # node-gyp must use the installed headers: it cannot download them here.
+    [ -f /usr/include/node/node.h ] && export npm_config_nodedir=/usr
+    (cd "$node_dir" && quiet npm install --no-save --no-audit --no-fund "aws-lambda-ric@$ric_version")
+fi
+[ -f "$ric_dir/rapid-client.node" ] || { echo "install-test-deps: aws-lambda-ric missing at $ric_dir" >&2; exit 1; }
