@@ -92,3 +92,6 @@ impl Prepared {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bench;

@@ -291,7 +291,7 @@ fn otlp_json_file_round_trips_through_proto_types() {
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub(super) struct Receiver {
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
 }
@@ -318,7 +318,7 @@ impl MetricsService for Receiver {
     }
 }
 
-fn start_receiver(rt: &tokio::runtime::Runtime) -> (Receiver, u16) {
+pub(super) fn start_receiver(rt: &tokio::runtime::Runtime) -> (Receiver, u16) {
     let recv = Receiver::default();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
