@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lambda_fixtures import local_lambda  # noqa: F401 - the local Lambda fixture
 from support import harness
 from support.netns import DnsNetnsFixture
 
