@@ -100,7 +100,6 @@ pub struct OtlpSignal {
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     pub tls: TlsFiles,
-    pub gzip: bool,
 }
 
 /// Batching and queueing of the export pipeline.
@@ -393,14 +392,13 @@ fn otlp_signal(env: &dyn Env, signal: Signal) -> Result<OtlpSignal, ConfigError>
         },
         None => Duration::from_millis(10_000),
     };
-    let gzip = match signal_var(env, signal, "COMPRESSION")? {
-        None => false,
-        Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
-            "gzip" => true,
-            "none" => false,
-            _ => return err(format!("{var}={v:?} is not supported (use gzip or none)")),
-        },
-    };
+    if let Some((var, v)) = signal_var(env, signal, "COMPRESSION")?
+        && !v.trim().eq_ignore_ascii_case("none")
+    {
+        return err(format!(
+            "{var}={v:?} is not supported: netmon sends uncompressed (use none)"
+        ));
+    }
     let mut tls = TlsFiles::default();
     if let Some((var, path)) = signal_var(env, signal, "CERTIFICATE")? {
         tls.ca_pem = Some(read_pem(&var, &path)?);
@@ -431,7 +429,6 @@ fn otlp_signal(env: &dyn Env, signal: Signal) -> Result<OtlpSignal, ConfigError>
         headers,
         timeout,
         tls,
-        gzip,
     })
 }
 
@@ -634,7 +631,10 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_TIMEOUT",
             ),
             (&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")], "key=value"),
-            (&[("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")], "gzip"),
+            (
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+                "uncompressed",
+            ),
             (
                 &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")],
                 "cannot read",
