@@ -75,6 +75,8 @@ struct RunArgs {
     poll_ms: u64,
     #[command(flatten)]
     export: ExportArgs,
+    #[command(flatten)]
+    kernel: crate::kernel::KernelArgs,
     /// The program to run, and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
@@ -154,6 +156,7 @@ pub fn main() -> Result<i32> {
             },
             poll_interval: Duration::from_millis(a.poll_ms),
             export: a.export.flags(),
+            observe: a.kernel.options(),
         }),
     }
 }

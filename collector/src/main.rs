@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod flowlog;
+mod kernel;
 mod lambda;
 mod names;
 mod run;

@@ -1,6 +1,7 @@
 //! `netmon run -- CMD`: runs a program under the interceptor, follows its children, forwards
 //! signals, and reports what it did on the network when it exits.
 
+use crate::kernel::{Observer, ObserverOptions};
 use crate::session::{self, Session};
 use crate::summary::{self, RunInfo};
 use crate::telemetry::{self, ExportFlags, resource::Workload};
@@ -29,6 +30,7 @@ pub struct RunOptions {
     pub geometry: Geometry,
     pub poll_interval: Duration,
     pub export: ExportFlags,
+    pub observe: ObserverOptions,
 }
 
 /// Exit status for invalid flags or configuration.
@@ -56,6 +58,8 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         &format!("run-{}.shm", std::process::id()),
         opts.geometry,
     )?;
+    // Counters the run's deltas start from, read before the command starts.
+    let mut observer = Observer::start(&opts.observe)?;
     let mut signals =
         SignalsInfo::<WithOrigin>::new(FORWARDED).context("cannot install signal handlers")?;
     let program = &opts.command[0];
@@ -76,6 +80,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         }
     };
     let child_pid = Pid::from_raw(child.id() as i32);
+    observer.watch(child.id());
     let executable = std::path::Path::new(program)
         .file_name()
         .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
@@ -99,29 +104,32 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         let interval = opts.poll_interval;
         std::thread::scope(|scope| {
             let (telemetry, session, stop) = (&telemetry, &session, &stop);
+            let observer = &mut observer;
             let handle = scope.spawn(move || {
                 let mut tracker = Tracker::new();
                 while !stop.load(Ordering::Relaxed) {
                     tracker.poll(&session.region);
+                    observer.poll(&tracker);
                     if let Some(p) = &mut pipeline {
                         p.collect(&tracker, tracker.health(&session.region));
                     }
                     std::thread::sleep(interval);
                 }
                 tracker.finish(&session.region);
+                let observed = observer.finish(&tracker);
                 let exported = pipeline.map(|p| {
                     let health = tracker.health(&session.region);
                     p.shutdown(&tracker, health, telemetry.flush_deadline())
                 });
-                (tracker, exported)
+                (tracker, exported, observed)
             });
             let status = child.wait();
             stop.store(true, Ordering::Relaxed);
-            let (tracker, exported) = handle.join().expect("reader thread panicked");
-            (status, tracker, exported)
+            let (tracker, exported, observed) = handle.join().expect("reader thread panicked");
+            (status, tracker, exported, observed)
         })
     };
-    let (status, tracker, exported) = reader;
+    let (status, tracker, exported, observed) = reader;
     forwarder_handle.close();
     let _ = forwarder.join();
     let status = status.context("waiting for the command failed")?;
@@ -142,6 +150,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         },
     );
     summary.export = exported.unwrap_or_default();
+    observer.complete(&mut summary, &tracker);
     if !opts.quiet && telemetry.console() {
         eprint!("{}", summary::render_text(&summary));
     }
@@ -150,5 +159,6 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    observed?;
     Ok(exit_code)
 }

@@ -21,6 +21,9 @@ pub struct RunSummary {
     pub dropped_events: u64,
     pub records_rejected: u64,
     pub sockets_untracked: u64,
+    /// What `/proc` showed over the run (`netmon run` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<crate::kernel::KernelSummary>,
     /// Delivery per exporter (absent when nothing is exported).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export: Vec<crate::telemetry::ExporterReport>,
@@ -63,14 +66,25 @@ pub struct FlowSummary {
     pub connections: u64,
     pub failed: u64,
     pub errors: BTreeMap<String, u64>,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub packets_sent: u64,
-    pub packets_received: u64,
+    /// Null for `/proc` flows: bytes and packets are not known at that level.
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    pub packets_sent: Option<u64>,
+    pub packets_received: Option<u64>,
     pub rtt_us: Option<f64>,
+    pub rtt_var_us: Option<f64>,
     pub retransmits: Option<u64>,
     pub pids: Vec<u32>,
+    /// [`SOURCE_INTERCEPTOR`] or [`SOURCE_PROC`].
+    pub source: &'static str,
+    /// `/proc` flows: sockets by the last state each was seen in.
+    pub states: Option<BTreeMap<String, u64>>,
 }
+
+/// A flow the interceptor recorded.
+pub const SOURCE_INTERCEPTOR: &str = "interceptor";
+/// A flow only `/proc` showed (a program that bypasses libc): bytes unknown.
+pub const SOURCE_PROC: &str = "proc";
 
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Totals {
@@ -105,6 +119,7 @@ struct FlowAcc {
     packets_sent: u64,
     packets_received: u64,
     rtt_sum: f64,
+    rtt_var_sum: f64,
     rtt_n: u64,
     retransmits: Option<u64>,
     pids: BTreeSet<u32>,
@@ -170,6 +185,7 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         }
         if let Some(rtt) = s.rtt_us {
             acc.rtt_sum += rtt as f64;
+            acc.rtt_var_sum += s.rtt_var_us.unwrap_or(0) as f64;
             acc.rtt_n += 1;
         }
         if let Some(r) = s.retransmits {
@@ -234,13 +250,16 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
                 connections: a.connections,
                 failed: a.failed,
                 errors: a.errors,
-                bytes_sent: a.bytes_sent,
-                bytes_received: a.bytes_received,
-                packets_sent: a.packets_sent,
-                packets_received: a.packets_received,
+                bytes_sent: Some(a.bytes_sent),
+                bytes_received: Some(a.bytes_received),
+                packets_sent: Some(a.packets_sent),
+                packets_received: Some(a.packets_received),
                 rtt_us: (a.rtt_n > 0).then(|| a.rtt_sum / a.rtt_n as f64),
+                rtt_var_us: (a.rtt_n > 0).then(|| a.rtt_var_sum / a.rtt_n as f64),
                 retransmits: a.retransmits,
                 pids: a.pids.into_iter().collect(),
+                source: SOURCE_INTERCEPTOR,
+                states: None,
             }
         })
         .collect();
@@ -303,6 +322,7 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         dropped_events: health.events_dropped,
         records_rejected: health.records_rejected,
         sockets_untracked: health.sockets_untracked,
+        kernel: None,
         export: Vec::new(),
     }
 }
@@ -466,16 +486,21 @@ pub fn render_text(s: &RunSummary) -> String {
         if f.transport == "udp" && f.failed == 0 {
             conns = plural(f.connections, "socket", "sockets");
         }
+        if let Some(states) = &f.states {
+            let seen: Vec<&str> = states.keys().map(String::as_str).collect();
+            let _ = write!(conns, ", seen in /proc ({})", seen.join(", "));
+        }
         let mut row = vec![
             f.transport.to_uppercase(),
             target,
             f.direction.clone(),
             conns,
-            format!(
-                "{} out   {} in",
-                human_bytes(f.bytes_sent),
-                human_bytes(f.bytes_received)
-            ),
+            match (f.bytes_sent, f.bytes_received) {
+                (Some(sent), Some(received)) => {
+                    format!("{} out   {} in", human_bytes(sent), human_bytes(received))
+                }
+                _ => "bytes unknown".to_string(),
+            },
         ];
         if let Some(rtt) = f.rtt_us {
             row.push(format!("rtt {}", ms(rtt / 1000.0)));
@@ -524,6 +549,9 @@ pub fn render_text(s: &RunSummary) -> String {
         );
     }
     out.push('\n');
+    if let Some(k) = &s.kernel {
+        out.push_str(&crate::kernel::render_text(k));
+    }
     for e in &s.export {
         let _ = write!(
             out,

@@ -9,6 +9,7 @@ use crate::sockets::{self, Family, SocketEntry, Transport, state};
 use crate::sockstat::{self, SocketsInUse};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Sockets by transport and state code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +74,16 @@ pub struct Snapshot {
     /// How many of the four socket tables were read; a table with no socket in use (per
     /// `sockstat`) is not.
     pub tables_read: u8,
+    /// Every table was asked for (a full pass, or [`Sampler::sample_sockets`]).
+    pub complete: bool,
+    /// What reading and parsing each table took (zero if it was not read), in [`TABLES`]
+    /// order.
+    pub table_cost: [Duration; 4],
 }
+
+/// The socket tables, in the order [`Sampler::sample_tables`] and
+/// [`Snapshot::table_cost`] index them.
+pub const TABLES: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
 
 struct Paths {
     dev: PathBuf,
@@ -146,6 +156,14 @@ impl Sampler {
 
     /// Only the socket tables (and `sockstat`, which says which are worth reading).
     pub fn sample_sockets(&mut self) -> &Snapshot {
+        self.sample_tables([true; 4])
+    }
+
+    /// Only the socket tables picked in `wanted` (indexes: [`TABLES`]). The snapshot's
+    /// sockets and connection counts then cover those tables only, and
+    /// [`Snapshot::table_cost`] says what each read took, so a caller can read cheap tables
+    /// more often than expensive ones.
+    pub fn sample_tables(&mut self, wanted: [bool; 4]) -> &Snapshot {
         let (buf, health, snap) = (&mut self.buf, &mut self.health, &mut self.snapshot);
         snap.in_use = SocketsInUse::default();
         for path in [&self.paths.sockstat, &self.paths.sockstat6] {
@@ -165,8 +183,14 @@ impl Sampler {
         snap.sockets.clear();
         snap.connections = ConnectionCounts::default();
         snap.tables_read = 0;
-        for ((path, transport, family), read) in self.paths.tables.iter().zip(worth) {
-            if !read || !Self::load(buf, health, path) {
+        snap.complete = wanted.iter().all(|w| *w);
+        for (i, (path, transport, family)) in self.paths.tables.iter().enumerate() {
+            snap.table_cost[i] = Duration::ZERO;
+            if !wanted[i] || !worth[i] {
+                continue;
+            }
+            let started = Instant::now();
+            if !Self::load(buf, health, path) {
                 continue;
             }
             snap.tables_read += 1;
@@ -175,6 +199,7 @@ impl Sampler {
             for e in &snap.sockets[first..] {
                 snap.connections.add(e.transport, e.state);
             }
+            snap.table_cost[i] = started.elapsed();
         }
         &self.snapshot
     }

@@ -1,0 +1,798 @@
+//! What the kernel says about the monitored program's network, from `/proc` (readers in the
+//! `netmon-procnet` crate): interface and protocol counters of the network namespace, as
+//! per-run deltas and as `system.network.*` data points; the sockets the monitored processes
+//! hold, found through `/proc/<pid>/fd`, and among them those the interceptor never saw
+//! (statically linked programs, raw syscalls, setuid programs), reported as flows whose bytes
+//! are unknown at this level.
+//!
+//! Sampling has two speeds. Every poll of the run loop may scan the monitored processes' fds
+//! (readdir + readlink each: cheap for a program with a few sockets), and reads the socket
+//! tables only when an fd names a socket not yet looked up, so a connection that lives a few
+//! tens of milliseconds is still caught. Each kind of work backs off to keep its cost under
+//! 1/[`WORK_BUDGET`] of the time. Every `interval` (1 s by default) and at start and end a full
+//! pass reads everything (`/proc/net/dev`, `snmp`, `netstat` and the socket tables).
+
+use crate::flowlog::FlowLog;
+use crate::summary::{FlowSummary, RunSummary};
+use crate::tracker::{DNS_PORT, Tracker};
+use netmon_procnet::sockets::state;
+use netmon_procnet::{
+    ConnectionCounts, Interface, InterfaceCounters, ProtocolCounters, SampleHealth, Sampler,
+    SocketFd, TcpCounters, Transport, UdpCounters, fd, process,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Background `/proc` work may take at most 1/`WORK_BUDGET` of the wall-clock time (5% of one
+/// core): after a scan that took `d`, the next waits at least `d * WORK_BUDGET`.
+pub const WORK_BUDGET: u32 = 20;
+
+/// The default time between full passes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and how often to sample.
+#[derive(Clone, Debug)]
+pub struct KernelOptions {
+    /// `/proc`, or a directory laid out like it.
+    pub root: PathBuf,
+    /// Time between full passes.
+    pub interval: Duration,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/proc"),
+            interval: DEFAULT_INTERVAL,
+        }
+    }
+}
+
+/// Wall-clock time in ns since the Unix epoch (the clock the interceptor stamps with).
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A socket of a monitored process, as the socket tables showed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedSocket {
+    pub pid: u32,
+    pub fd: i32,
+    pub inode: u64,
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// A `procnet::sockets::state` code, the last one seen.
+    pub state: u8,
+    /// Seen in a state that means the connection was made (established or closing down).
+    pub connected: bool,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+impl ObservedSocket {
+    /// A socket with a peer: a connected or connecting TCP socket, or a connected UDP one.
+    pub fn has_peer(&self) -> bool {
+        self.remote.port() != 0 && !self.remote.ip().is_unspecified() && self.state != state::LISTEN
+    }
+}
+
+fn is_connected_state(st: u8) -> bool {
+    matches!(
+        st,
+        state::ESTABLISHED
+            | state::FIN_WAIT1
+            | state::FIN_WAIT2
+            | state::CLOSE_WAIT
+            | state::LAST_ACK
+            | state::CLOSING
+            | state::TIME_WAIT
+    )
+}
+
+type ObservedKey = (u64, Transport, SocketAddr, SocketAddr);
+
+/// Every socket table's bit in [`KernelMonitor::looked_up`].
+const ALL_TABLES: u8 = 0b1111;
+
+/// Samples `/proc` for one run.
+pub struct KernelMonitor {
+    root: PathBuf,
+    interval: Duration,
+    sampler: Sampler,
+    baseline_interfaces: Vec<Interface>,
+    baseline_protocols: ProtocolCounters,
+    started_ns: u64,
+    /// Monitored processes: the started program, every process the interceptor reported, and
+    /// their descendants.
+    pids: BTreeSet<u32>,
+    /// Processes whose fds could be read in the last scan.
+    live: BTreeSet<u32>,
+    /// Socket inode → (pid, fd), from the last fd scan.
+    owners: HashMap<u64, (u32, i32)>,
+    fds: Vec<SocketFd>,
+    /// Inodes looked up in the socket tables: a bit per table checked ([`ALL_TABLES`] when
+    /// found, or when every table was checked; unix sockets are in none).
+    looked_up: HashMap<u64, u8>,
+    observed: HashMap<ObservedKey, ObservedSocket>,
+    /// The network namespace's sockets by transport and state, from the last full pass.
+    connections: ConnectionCounts,
+    next_fd_scan: Instant,
+    /// When each socket table may next be read between full passes.
+    next_table_read: [Instant; 4],
+    next_full: Instant,
+    full_passes: u64,
+    table_reads: u64,
+    fd_scans: u64,
+}
+
+impl KernelMonitor {
+    /// Starts monitoring: reads the counters the run's deltas start from.
+    pub fn new(opts: &KernelOptions) -> Self {
+        let mut sampler = Sampler::new(&opts.root);
+        let snap = sampler.sample();
+        let (baseline_interfaces, baseline_protocols, connections) =
+            (snap.interfaces.clone(), snap.protocols, snap.connections);
+        let now = Instant::now();
+        Self {
+            root: opts.root.clone(),
+            interval: opts.interval,
+            baseline_interfaces,
+            baseline_protocols,
+            sampler,
+            started_ns: unix_ns(),
+            pids: BTreeSet::new(),
+            live: BTreeSet::new(),
+            owners: HashMap::new(),
+            fds: Vec::new(),
+            looked_up: HashMap::new(),
+            observed: HashMap::new(),
+            connections,
+            next_fd_scan: now,
+            next_table_read: [now; 4],
+            next_full: now + opts.interval,
+            full_passes: 1,
+            table_reads: 0,
+            fd_scans: 0,
+        }
+    }
+
+    /// Adds a process to watch (its descendants are found by themselves).
+    pub fn watch(&mut self, pid: u32) {
+        if pid != 0 && pid != std::process::id() {
+            self.pids.insert(pid);
+        }
+    }
+
+    /// One step of the run loop: scans fds and reads tables when their time has come.
+    pub fn poll(&mut self, tracker: &Tracker, now: Instant) {
+        for pid in tracker.processes.keys() {
+            self.watch(*pid);
+        }
+        let mut new_socket = false;
+        if now >= self.next_fd_scan {
+            let t = Instant::now();
+            new_socket = self.scan_fds();
+            self.next_fd_scan = now + t.elapsed() * WORK_BUDGET;
+        }
+        let wanted: [bool; 4] = if now >= self.next_full {
+            self.full_pass();
+            self.next_full = now + self.interval;
+            [true; 4]
+        } else if new_socket {
+            // Cheap tables (UDP, usually) are read again sooner than expensive ones.
+            let wanted = std::array::from_fn(|i| now >= self.next_table_read[i]);
+            if wanted.contains(&true) {
+                self.sampler.sample_tables(wanted);
+                self.attribute(wanted);
+                self.table_reads += 1;
+            }
+            wanted
+        } else {
+            [false; 4]
+        };
+        let cost = self.sampler.snapshot().table_cost;
+        for (i, w) in wanted.iter().enumerate() {
+            if *w {
+                self.next_table_read[i] = now + cost[i] * WORK_BUDGET;
+            }
+        }
+    }
+
+    /// The last step, after the program exited: a full pass for the end-of-run counters.
+    pub fn finish(&mut self, tracker: &Tracker) {
+        for pid in tracker.processes.keys() {
+            self.watch(*pid);
+        }
+        self.full_pass();
+    }
+
+    fn full_pass(&mut self) {
+        self.scan_fds();
+        self.sampler.sample();
+        self.connections = self.sampler.snapshot().connections;
+        self.attribute([true; 4]);
+        self.full_passes += 1;
+    }
+
+    /// Reads the fds of every monitored process; `true` if one names a socket not looked up
+    /// in the tables yet.
+    fn scan_fds(&mut self) -> bool {
+        process::add_descendants(&self.root, &mut self.pids);
+        self.owners.clear();
+        self.live.clear();
+        for &pid in &self.pids {
+            self.fds.clear();
+            // A process that exited, or whose fds are not ours to read, has nothing to add.
+            if fd::read_socket_fds(&self.root, pid, &mut self.fds).is_ok() {
+                self.live.insert(pid);
+                for s in &self.fds {
+                    self.owners.insert(s.inode, (pid, s.fd));
+                }
+            }
+        }
+        self.fd_scans += 1;
+        self.owners
+            .keys()
+            .any(|i| self.looked_up.get(i).is_none_or(|m| *m != ALL_TABLES))
+    }
+
+    /// Ties the socket table lines to the monitored processes' fds; `read` says which tables
+    /// the snapshot holds.
+    fn attribute(&mut self, read: [bool; 4]) {
+        let now = unix_ns();
+        for e in &self.sampler.snapshot().sockets {
+            if e.inode == 0 {
+                continue;
+            }
+            let Some(&(pid, fd)) = self.owners.get(&e.inode) else {
+                continue;
+            };
+            self.looked_up.insert(e.inode, ALL_TABLES);
+            let key = (e.inode, e.transport, e.local, e.remote);
+            let o = self.observed.entry(key).or_insert_with(|| ObservedSocket {
+                pid,
+                fd,
+                inode: e.inode,
+                transport: e.transport,
+                local: e.local,
+                remote: e.remote,
+                state: e.state,
+                connected: false,
+                first_seen_ns: now,
+                last_seen_ns: now,
+            });
+            o.state = e.state;
+            o.connected |= is_connected_state(e.state)
+                || (e.transport == Transport::Udp && e.state == state::ESTABLISHED);
+            o.last_seen_ns = now;
+        }
+        let mask = read
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (i, r)| if *r { m | 1 << i } else { m });
+        for inode in self.owners.keys() {
+            *self.looked_up.entry(*inode).or_default() |= mask;
+        }
+    }
+
+    /// The sockets with a peer that the interceptor never saw, sorted by first sighting.
+    pub fn unseen(&self, tracker: &Tracker) -> Vec<&ObservedSocket> {
+        let mut by_pid: HashSet<(u32, Transport, SocketAddr)> = HashSet::new();
+        let mut by_tuple: HashSet<(Transport, SocketAddr, SocketAddr)> = HashSet::new();
+        for s in tracker.sockets.values() {
+            let Some(r) = s.remote else { continue };
+            let t = match s.transport {
+                crate::tracker::Transport::Tcp => Transport::Tcp,
+                crate::tracker::Transport::Udp => Transport::Udp,
+            };
+            let remote = canonical(SocketAddr::new(r.ip, r.port));
+            by_pid.insert((s.pid, t, remote));
+            if let Some(l) = s.local {
+                by_tuple.insert((t, canonical(SocketAddr::new(l.ip, l.port)), remote));
+            }
+        }
+        let mut out: Vec<&ObservedSocket> = self
+            .observed
+            .values()
+            .filter(|o| o.has_peer())
+            .filter(|o| {
+                let remote = canonical(o.remote);
+                !by_pid.contains(&(o.pid, o.transport, remote))
+                    && !by_tuple.contains(&(o.transport, canonical(o.local), remote))
+            })
+            .collect();
+        out.sort_by_key(|o| (o.first_seen_ns, o.inode));
+        out
+    }
+
+    /// Sockets a monitored process listens on (TCP), as `(pid, port)`.
+    fn listening(&self) -> HashSet<(u32, u16)> {
+        self.observed
+            .values()
+            .filter(|o| o.transport == Transport::Tcp && o.state == state::LISTEN)
+            .map(|o| (o.pid, o.local.port()))
+            .collect()
+    }
+
+    /// Flows for the sockets the interceptor never saw: one per direction, transport and
+    /// destination, like the interceptor's, with bytes and packets unknown.
+    pub fn proc_flows(&self, tracker: &Tracker) -> Vec<FlowSummary> {
+        let names = tracker.name_index();
+        let listening = self.listening();
+        #[derive(Default)]
+        struct Acc {
+            src_ip: Option<IpAddr>,
+            connections: u64,
+            states: BTreeMap<String, u64>,
+            pids: BTreeSet<u32>,
+        }
+        let mut flows: BTreeMap<(bool, Transport, IpAddr, u16), Acc> = BTreeMap::new();
+        for o in self.unseen(tracker) {
+            let incoming =
+                o.transport == Transport::Tcp && listening.contains(&(o.pid, o.local.port()));
+            let remote = canonical(o.remote);
+            let port = if incoming {
+                o.local.port()
+            } else {
+                remote.port()
+            };
+            let acc = flows
+                .entry((incoming, o.transport, remote.ip(), port))
+                .or_default();
+            acc.src_ip = Some(canonical(o.local).ip());
+            if o.connected {
+                acc.connections += 1;
+            }
+            *acc.states
+                .entry(state::name(o.state).to_string())
+                .or_default() += 1;
+            acc.pids.insert(o.pid);
+        }
+        flows
+            .into_iter()
+            .map(|((incoming, transport, peer, port), a)| {
+                let dst_domain = (!incoming && port != DNS_PORT)
+                    .then(|| {
+                        a.pids
+                            .iter()
+                            .find_map(|p| names.get(&(Some(*p), peer)))
+                            .or_else(|| names.get(&(None, peer)))
+                            .cloned()
+                    })
+                    .flatten();
+                FlowSummary {
+                    direction: if incoming { "incoming" } else { "outgoing" }.into(),
+                    transport: transport.as_str().into(),
+                    family: if peer.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+                    dst_domain,
+                    dst_ip: peer.to_string(),
+                    dst_port: (!incoming).then_some(port),
+                    src_ip: a.src_ip.map(|ip| ip.to_string()),
+                    src_port: incoming.then_some(port),
+                    connections: a.connections,
+                    failed: 0,
+                    errors: BTreeMap::new(),
+                    bytes_sent: None,
+                    bytes_received: None,
+                    packets_sent: None,
+                    packets_received: None,
+                    rtt_us: None,
+                    rtt_var_us: None,
+                    retransmits: None,
+                    pids: a.pids.into_iter().collect(),
+                    source: crate::summary::SOURCE_PROC,
+                    states: Some(a.states),
+                }
+            })
+            .collect()
+    }
+
+    /// The run's `kernel` section: deltas since the monitor started, and the monitored
+    /// processes' sockets by the last state each was seen in.
+    pub fn summary(&self) -> KernelSummary {
+        let snap = self.sampler.snapshot();
+        let interfaces = snap
+            .interfaces
+            .iter()
+            .map(|i| {
+                let before = self
+                    .baseline_interfaces
+                    .iter()
+                    .find(|b| b.name == i.name)
+                    .map(|b| b.counters)
+                    .unwrap_or_default();
+                InterfaceDelta {
+                    name: i.name.to_string(),
+                    counters: i.counters.since(&before),
+                }
+            })
+            .collect();
+        let delta = snap.protocols.since(&self.baseline_protocols);
+        let mut sockets: BTreeMap<&'static str, BTreeMap<&'static str, u64>> = BTreeMap::new();
+        for o in self.observed.values() {
+            *sockets
+                .entry(o.transport.as_str())
+                .or_default()
+                .entry(state::name(o.state))
+                .or_default() += 1;
+        }
+        let h = self.sampler.health();
+        KernelSummary {
+            interval_ms: self.interval.as_millis() as u64,
+            samples: self.full_passes,
+            interfaces,
+            tcp: delta.tcp,
+            udp: delta.udp,
+            sockets,
+            health: h.into(),
+        }
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// One interface's counters over the run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InterfaceDelta {
+    pub name: String,
+    #[serde(flatten)]
+    pub counters: InterfaceCounters,
+}
+
+/// The `kernel` section of the run summary. Interface and protocol counters are the network
+/// namespace's (every process in it counts), as deltas over the run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelSummary {
+    /// Time between full passes.
+    pub interval_ms: u64,
+    /// Full passes made (one at start, one at the end, one per interval between).
+    pub samples: u64,
+    pub interfaces: Vec<InterfaceDelta>,
+    pub tcp: TcpCounters,
+    pub udp: UdpCounters,
+    /// Sockets of the monitored processes seen in the socket tables, by transport and the
+    /// last state each was seen in.
+    pub sockets: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    #[serde(flatten)]
+    pub health: SampleHealthJson,
+}
+
+/// [`SampleHealth`] in the JSON summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SampleHealthJson {
+    /// Malformed lines skipped.
+    pub lines_skipped: u64,
+    /// `/proc` files that could not be read.
+    pub files_unreadable: u64,
+    /// `/proc` files in a layout netmon does not know (read as empty).
+    pub formats_unknown: u64,
+}
+
+impl From<SampleHealth> for SampleHealthJson {
+    fn from(h: SampleHealth) -> Self {
+        Self {
+            lines_skipped: h.lines_skipped,
+            files_unreadable: h.files_unreadable,
+            formats_unknown: h.formats_unknown,
+        }
+    }
+}
+
+/// Flags of `netmon run` for `/proc` sampling and the flow log.
+#[derive(clap::Args, Clone, Debug)]
+pub struct KernelArgs {
+    /// Also write the traffic as AWS VPC Flow Logs records (default version 2 format) to FILE
+    #[arg(long, value_name = "FILE", env = "NETMON_FLOW_LOG")]
+    pub flow_log: Option<PathBuf>,
+    /// Aggregation interval of the flow log, in seconds
+    #[arg(long, value_name = "SECONDS", env = "NETMON_FLOW_LOG_INTERVAL",
+          default_value_t = crate::flowlog::DEFAULT_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub flow_log_interval: u64,
+    /// How often /proc is read in full (interfaces, TCP/UDP counters, socket tables), in
+    /// milliseconds
+    #[arg(long, value_name = "MS", env = "NETMON_PROC_INTERVAL_MS",
+          default_value_t = DEFAULT_INTERVAL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub proc_interval_ms: u64,
+}
+
+impl KernelArgs {
+    pub fn options(&self) -> ObserverOptions {
+        ObserverOptions {
+            kernel: KernelOptions {
+                interval: Duration::from_millis(self.proc_interval_ms),
+                ..KernelOptions::default()
+            },
+            flow_log: self.flow_log.clone(),
+            flow_log_interval: Duration::from_secs(self.flow_log_interval),
+        }
+    }
+}
+
+/// What [`Observer`] does.
+#[derive(Clone, Debug)]
+pub struct ObserverOptions {
+    pub kernel: KernelOptions,
+    pub flow_log: Option<PathBuf>,
+    pub flow_log_interval: Duration,
+}
+
+/// `netmon run`'s view from outside the program: the `/proc` monitor and, when asked for, the
+/// flow log. Polled by the run loop right after the tracker.
+pub struct Observer {
+    pub monitor: KernelMonitor,
+    flow_log: Option<FlowLog>,
+    /// The first flow-log write error; reported when the run ends.
+    error: Option<std::io::Error>,
+}
+
+impl Observer {
+    /// Reads the starting counters and creates the flow log (before the program starts, so a
+    /// bad path stops netmon before anything runs).
+    pub fn start(opts: &ObserverOptions) -> anyhow::Result<Self> {
+        let monitor = KernelMonitor::new(&opts.kernel);
+        let flow_log = match &opts.flow_log {
+            Some(path) => Some(
+                FlowLog::create(path, opts.flow_log_interval, monitor.started_ns).map_err(|e| {
+                    anyhow::anyhow!("cannot create flow log {}: {e}", path.display())
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            monitor,
+            flow_log,
+            error: None,
+        })
+    }
+
+    pub fn watch(&mut self, pid: u32) {
+        self.monitor.watch(pid);
+    }
+
+    /// One step of the run loop.
+    pub fn poll(&mut self, tracker: &Tracker) {
+        self.monitor.poll(tracker, Instant::now());
+        if let Some(log) = &mut self.flow_log
+            && self.error.is_none()
+        {
+            let unseen = self.monitor.unseen(tracker);
+            if let Err(e) = log.poll(tracker, &unseen, unix_ns()) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The end of the run: the last pass, and the flow log's last interval.
+    pub fn finish(&mut self, tracker: &Tracker) -> anyhow::Result<()> {
+        self.monitor.finish(tracker);
+        if let Some(log) = &mut self.flow_log {
+            if self.error.is_none() {
+                let unseen = self.monitor.unseen(tracker);
+                if let Err(e) = log.finish(tracker, &unseen, unix_ns()) {
+                    self.error = Some(e);
+                }
+            }
+            if let Some(e) = self.error.take() {
+                anyhow::bail!("cannot write flow log {}: {e}", log.path().display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the `/proc` flows and the `kernel` section to a run summary.
+    pub fn complete(&self, summary: &mut RunSummary, tracker: &Tracker) {
+        summary.flows.extend(self.monitor.proc_flows(tracker));
+        summary.kernel = Some(self.monitor.summary());
+    }
+}
+
+/// The `kernel` section as text: what moved on each interface and the TCP counters that tell
+/// of trouble.
+pub fn render_text(k: &KernelSummary) -> String {
+    use crate::summary::human_bytes;
+    let mut parts: Vec<String> = k
+        .interfaces
+        .iter()
+        .filter(|i| !i.counters.is_zero())
+        .map(|i| {
+            format!(
+                "{} {} in, {} out",
+                i.name,
+                human_bytes(i.counters.rx_bytes),
+                human_bytes(i.counters.tx_bytes)
+            )
+        })
+        .collect();
+    let t = &k.tcp;
+    let tcp: Vec<String> = [
+        ("opened", t.active_opens),
+        ("accepted", t.passive_opens),
+        ("failed", t.attempt_fails),
+        ("reset", t.estab_resets),
+        ("retransmitted segments", t.retrans_segs),
+        ("listen drops", t.listen_drops),
+    ]
+    .iter()
+    .filter_map(|(name, v)| v.filter(|n| *n > 0).map(|n| format!("{n} {name}")))
+    .collect();
+    if !tcp.is_empty() {
+        parts.push(format!("tcp {}", tcp.join(", ")));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("  kernel (network namespace) {}\n", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::{Endpoint, SocketRecord};
+    use netmon_proto::role;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+
+    /// A python3 child running `code`, once it printed its first line.
+    fn child(code: &str) -> (Child, String) {
+        let mut c = Command::new("python3")
+            .args(["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (c, line.trim().to_string())
+    }
+
+    fn monitor_of(pid: u32) -> KernelMonitor {
+        let mut m = KernelMonitor::new(&KernelOptions::default());
+        m.watch(pid);
+        m.poll(&Tracker::new(), Instant::now());
+        m
+    }
+
+    #[test]
+    fn finds_a_connection_the_interceptor_never_saw() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut c, _) = child(&format!(
+            "import socket,time; s=socket.create_connection(('127.0.0.1',{port})); print('ok',flush=True); time.sleep(30)"
+        ));
+        let m = monitor_of(c.id());
+        let tracker = Tracker::new();
+        let flows = m.proc_flows(&tracker);
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        let f = &flows[0];
+        assert_eq!(
+            (f.direction.as_str(), f.transport.as_str(), f.dst_port),
+            ("outgoing", "tcp", Some(port))
+        );
+        assert_eq!((f.dst_ip.as_str(), f.connections), ("127.0.0.1", 1));
+        assert_eq!((f.bytes_sent, f.packets_received), (None, None));
+        assert_eq!(f.source, crate::summary::SOURCE_PROC);
+        assert_eq!(f.pids, [c.id()]);
+        assert_eq!(
+            f.states.as_ref().unwrap().get("established"),
+            Some(&1),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn sockets_the_interceptor_saw_are_left_to_it() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (mut c, _) = child(&format!(
+            "import socket,time; s=socket.create_connection(('127.0.0.1',{})); print('ok',flush=True); time.sleep(30)",
+            addr.port()
+        ));
+        let m = monitor_of(c.id());
+        let mut tracker = Tracker::new();
+        let mut s = SocketRecord::new(
+            c.id(),
+            crate::tracker::Transport::Tcp,
+            false,
+            role::OUTGOING,
+        );
+        s.remote = Some(Endpoint {
+            ip: addr.ip(),
+            port: addr.port(),
+        });
+        tracker.sockets.insert((0, 1), s);
+        let unseen = m.unseen(&tracker).len();
+        let all = m.unseen(&Tracker::new()).len();
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!((unseen, all), (0, 1));
+    }
+
+    #[test]
+    fn accepted_connections_are_incoming_flows() {
+        let (mut c, port) = child(
+            "import socket,time; l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(); print(l.getsockname()[1],flush=True); a,_=l.accept(); time.sleep(30)",
+        );
+        let port: u16 = port.parse().unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // The accept happens in the child: wait for it to show in its fds.
+        let mut flows = Vec::new();
+        for _ in 0..100 {
+            flows = monitor_of(c.id()).proc_flows(&Tracker::new());
+            if !flows.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        let f = &flows[0];
+        assert_eq!(
+            (f.direction.as_str(), f.src_port, f.dst_port),
+            ("incoming", Some(port), None)
+        );
+    }
+
+    #[test]
+    fn run_deltas_from_a_fixture_root() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../procnet/tests/fixtures/root/net");
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("net");
+        std::fs::create_dir(&net).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), net.join(e.file_name())).unwrap();
+        }
+        let opts = KernelOptions {
+            root: dir.path().to_path_buf(),
+            interval: DEFAULT_INTERVAL,
+        };
+        let mut m = KernelMonitor::new(&opts);
+        let dev = std::fs::read_to_string(net.join("dev")).unwrap().replacen(
+            "1033      16",
+            "5129      20",
+            1,
+        );
+        std::fs::write(net.join("dev"), dev).unwrap();
+        let snmp = std::fs::read_to_string(net.join("snmp")).unwrap().replace(
+            "Tcp: 1 200 120000 -1 4 4 0 0",
+            "Tcp: 1 200 120000 -1 6 4 1 0",
+        );
+        std::fs::write(net.join("snmp"), snmp).unwrap();
+        m.finish(&Tracker::new());
+        let k = m.summary();
+        assert_eq!(k.samples, 2);
+        let lo = &k.interfaces[0];
+        assert_eq!(
+            (
+                lo.name.as_str(),
+                lo.counters.rx_bytes,
+                lo.counters.rx_packets
+            ),
+            ("lo", 4096, 4)
+        );
+        assert_eq!(lo.counters.tx_bytes, 0);
+        assert_eq!(
+            (k.tcp.active_opens, k.tcp.attempt_fails),
+            (Some(2), Some(1))
+        );
+        assert_eq!(k.tcp.passive_opens, Some(0));
+        assert_eq!(k.health.lines_skipped, 0);
+    }
+}
