@@ -118,8 +118,21 @@ impl ExportArgs {
     }
 }
 
+/// True when this binary sits in an `extensions` directory (Lambda's `/opt/extensions`).
+fn started_as_lambda_extension() -> bool {
+    std::env::current_exe().is_ok_and(|p| {
+        p.parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "extensions")
+    })
+}
+
 /// Parses the command line and runs the chosen mode; returns the process exit code.
 pub fn main() -> Result<i32> {
+    // Lambda starts /opt/extensions/netmon with no arguments.
+    if std::env::args_os().len() == 1 && started_as_lambda_extension() {
+        return crate::lambda::extension::run();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -13,9 +13,12 @@ use super::invocation::{self, InvocationReport};
 use super::telemetry_api::{self, PlatformEvent};
 use super::xray;
 use crate::session::{self, Session};
+use crate::telemetry::pipeline::RemoteParent;
+use crate::telemetry::{self, ExportFlags, Pipeline, resource::Workload};
 use crate::tracker::{InvocationPhase, Tracker};
 use anyhow::{Context, Result};
 use netmon_proto::region::Geometry;
+use opentelemetry::trace::{SpanId, TraceId};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +35,24 @@ pub struct Config {
     /// Report configuration errors through `init/error` (fails the init) instead of
     /// continuing with defaults.
     pub fail_on_error: bool,
+    pub flush: FlushPolicy,
+    /// Bound on a flush at the end of an invocation.
+    pub flush_timeout: Duration,
+    /// Exporters (`NETMON_EXPORTERS`; `otlp` by default when an OTLP endpoint is set).
+    pub exporters: Option<String>,
+}
+
+/// When telemetry leaves the environment. Time the extension spends before calling `next`
+/// is billed and delays the freeze; anything not sent before the freeze waits for the next
+/// invocation (or SHUTDOWN, where everything left is flushed within the deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Export from background threads while the function runs; never wait before `next`
+    /// (near-zero added duration; data of the last invocation may leave on the next one).
+    Background,
+    /// Also wait for delivery at the end of every invocation, bounded by the flush timeout
+    /// (data leaves at once; the wait is billed).
+    End,
 }
 
 impl Config {
@@ -71,6 +92,8 @@ impl Config {
             ring_capacity: number("NETMON_RING_SLOTS", defaults.ring_capacity, 1 << 20),
             sockets: number("NETMON_SOCKETS", defaults.sockets, 1 << 22),
         };
+        let flush_timeout =
+            Duration::from_millis(number("NETMON_FLUSH_TIMEOUT_MS", 1000, 600_000).into());
         let fail_on_error = match get("NETMON_ON_ERROR").as_deref().map(str::trim) {
             None | Some("") | Some("continue") => false,
             Some("fail") => true,
@@ -81,6 +104,28 @@ impl Config {
                 false
             }
         };
+        let flush = match get("NETMON_FLUSH").as_deref().map(str::trim) {
+            None | Some("") | Some("background") => FlushPolicy::Background,
+            Some("end") => FlushPolicy::End,
+            Some(v) => {
+                errors.push(format!(
+                    "NETMON_FLUSH={v:?} must be background or end; using background"
+                ));
+                FlushPolicy::Background
+            }
+        };
+        let exporters = get("NETMON_EXPORTERS")
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| {
+                [
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                ]
+                .iter()
+                .any(|k| get(k).is_some_and(|v| !v.trim().is_empty()))
+                .then(|| "otlp".to_string())
+            });
         let shm_dir = get("NETMON_SHM_DIR")
             .filter(|v| !v.is_empty())
             .map_or_else(session::default_dir, Into::into);
@@ -91,6 +136,9 @@ impl Config {
                 emf,
                 telemetry_api,
                 fail_on_error,
+                flush,
+                flush_timeout,
+                exporters,
             },
             errors,
         )
@@ -127,6 +175,13 @@ enum DoneBy {
 struct State {
     session: Option<Session>,
     tracker: Tracker,
+    pipeline: Option<Pipeline>,
+    flush: FlushPolicy,
+    flush_timeout: Duration,
+    /// Epochs whose trace context the pipeline knows.
+    announced: std::collections::BTreeSet<u32>,
+    init_ended: bool,
+    invocations_seen: u64,
     platform: Option<Receiver<PlatformEvent>>,
     function_name: String,
     emf: bool,
@@ -142,9 +197,65 @@ impl State {
         }
     }
 
-    /// Waits until the runtime has finished `request_id`, or the deadline.
-    fn wait_runtime_done(&mut self, request_id: &str, deadline_ms: u64) -> DoneBy {
+    fn health(&self) -> crate::tracker::Health {
+        self.session
+            .as_ref()
+            .map(|s| self.tracker.health(&s.region))
+            .unwrap_or_default()
+    }
+
+    /// Hands what is new to the exporters (they send it from their own threads).
+    fn collect(&mut self) {
+        let health = self.health();
+        if let Some(p) = &mut self.pipeline {
+            p.collect(&self.tracker, health);
+        }
+    }
+
+    /// Tells the pipeline which trace the spans of `request_id`'s epoch join, once the
+    /// interceptor has announced the epoch. Returns the epoch.
+    fn announce(
+        &mut self,
+        request_id: &str,
+        parent: Option<RemoteParent>,
+        start_ns: u64,
+    ) -> Option<u32> {
+        let epoch = self.epoch_of(request_id)?;
+        if self.announced.insert(epoch)
+            && let Some(p) = &mut self.pipeline
+        {
+            if epoch > 0 && !self.init_ended {
+                // The init phase ends where the first invocation starts.
+                p.end_invocation(0, start_ns);
+                self.init_ended = true;
+            }
+            p.begin_invocation(
+                epoch,
+                Some(request_id),
+                parent,
+                self.invocations_seen == 1,
+                start_ns,
+            );
+        }
+        Some(epoch)
+    }
+
+    /// Waits until the runtime has finished `request_id`, or the deadline; meanwhile hands
+    /// new data to the exporters every 100 ms, so it leaves while the function runs.
+    fn wait_runtime_done(
+        &mut self,
+        request_id: &str,
+        deadline_ms: u64,
+        parent: Option<RemoteParent>,
+        start_ns: u64,
+    ) -> DoneBy {
+        let mut next_collect = Instant::now() + Duration::from_millis(100);
         loop {
+            let announced = self.announce(request_id, parent, start_ns).is_some();
+            if announced && Instant::now() >= next_collect {
+                self.collect();
+                next_collect = Instant::now() + Duration::from_millis(100);
+            }
             let seen = self.session.as_ref().map(|s| {
                 s.region
                     .header()
@@ -202,9 +313,14 @@ impl State {
         }
     }
 
-    /// Reports the invocation `request_id` (and, the first time, the init phase).
-    fn report(&mut self, request_id: &str) {
-        let epoch = self.epoch_of(request_id);
+    /// Reports the invocation `request_id` (and, the first time, the init phase), and ends
+    /// its trace.
+    fn report(&mut self, request_id: &str, parent: Option<RemoteParent>, start_ns: u64) {
+        let epoch = self.announce(request_id, parent, start_ns);
+        self.collect();
+        if let (Some(p), Some(e)) = (&mut self.pipeline, epoch) {
+            p.end_invocation(e, now_ns());
+        }
         if !self.init_reported {
             self.init_reported = true;
             self.emit(invocation::report(&self.tracker, 0, None));
@@ -232,6 +348,7 @@ pub fn run() -> Result<i32> {
         eprintln!("netmon: configuration error: {e}");
     }
     let started = Instant::now();
+    let started_ns = now_ns();
     // The region first: it must exist before the runtime starts, and Lambda starts the
     // runtime only once every extension has registered.
     let session = match Session::create(&config.shm_dir, "lambda.shm", config.geometry) {
@@ -270,16 +387,28 @@ pub fn run() -> Result<i32> {
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
+    let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .unwrap_or_else(|_| ext.registration.function_name.clone());
+    let pipeline = start_pipeline(&config, &function_name);
     let mut state = State {
         session,
         tracker: Tracker::new(),
+        pipeline,
+        flush: config.flush,
+        flush_timeout: config.flush_timeout,
+        announced: Default::default(),
+        init_ended: false,
+        invocations_seen: 0,
         platform,
-        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .unwrap_or_else(|_| ext.registration.function_name.clone()),
+        function_name,
         emf: config.emf,
         marks_seen: 0,
         init_reported: false,
     };
+    if let Some(p) = &mut state.pipeline {
+        // The init phase: everything before the first invocation.
+        p.begin_invocation(0, None, None, true, started_ns);
+    }
     let result = event_loop(&ext, &mut state);
     if let Err(e) = &result {
         let _ = ext.exit_error("Extension.Error", &format!("netmon: {e:#}"));
@@ -296,20 +425,84 @@ fn event_loop(ext: &Extension, state: &mut State) -> Result<i32> {
                 tracing,
                 ..
             } => {
-                let _trace = tracing.as_ref().and_then(|t| xray::parse(&t.value));
-                state.wait_runtime_done(&request_id, deadline_ms);
+                let start_ns = now_ns();
+                state.invocations_seen += 1;
+                let parent = tracing
+                    .as_ref()
+                    .and_then(|t| xray::parse(&t.value))
+                    .map(|c| RemoteParent {
+                        trace_id: TraceId::from_bytes(c.trace_id),
+                        span_id: c.parent_span_id.map(SpanId::from_bytes),
+                        sampled: c.sampled,
+                    });
+                state.wait_runtime_done(&request_id, deadline_ms, parent, start_ns);
                 state.poll();
-                state.report(&request_id);
+                state.report(&request_id, parent, start_ns);
+                if state.flush == FlushPolicy::End
+                    && let Some(p) = &mut state.pipeline
+                {
+                    let budget = state.flush_timeout.min(until(deadline_ms, Duration::ZERO));
+                    p.flush(Instant::now() + budget);
+                }
             }
             NextEvent::Shutdown { deadline_ms, .. } => {
-                let _budget = until(deadline_ms, Duration::from_millis(100));
+                // Leave a margin for the process to exit before Lambda's SIGKILL.
+                let budget = until(deadline_ms, Duration::from_millis(150));
                 if let Some(s) = &state.session {
                     state.tracker.finish(&s.region);
+                }
+                let health = state.health();
+                if let Some(p) = state.pipeline.take() {
+                    let reports = p.shutdown(&state.tracker, health, Instant::now() + budget);
+                    for r in reports {
+                        let lost = r.spans_dropped
+                            + r.spans_rejected
+                            + r.metric_points_dropped
+                            + r.metric_points_rejected;
+                        if lost > 0 {
+                            eprintln!(
+                                "netmon: exporter {}: {} spans and {} metric points could not be delivered",
+                                r.exporter,
+                                r.spans_dropped + r.spans_rejected,
+                                r.metric_points_dropped + r.metric_points_rejected
+                            );
+                        }
+                    }
                 }
                 return Ok(0);
             }
         }
     }
+}
+
+/// Builds the export pipeline, or `None` (log lines only) when no exporter is configured or
+/// the settings are invalid (reported, never fatal to the function).
+fn start_pipeline(config: &Config, function_name: &str) -> Option<Pipeline> {
+    let exporters = config.exporters.clone()?;
+    let flags = ExportFlags {
+        exporters: Some(exporters),
+        otlp_json: std::env::var_os("NETMON_OTLP_JSON").map(Into::into),
+        src_port: false,
+        cardinality_limit: telemetry::config::DEFAULT_CARDINALITY_LIMIT,
+        flush_timeout: config.flush_timeout,
+    };
+    let mut prepared = match telemetry::prepare(&flags) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("netmon: configuration error: {e}; exporting nothing");
+            return None;
+        }
+    };
+    prepared.start(&Workload {
+        executable: function_name.to_string(),
+        pid: None,
+    })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

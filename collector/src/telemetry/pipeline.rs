@@ -48,6 +48,22 @@ struct ProcessState {
     last_ns: u64,
 }
 
+/// The trace of one Lambda invocation (epoch), see [`Pipeline::begin_invocation`].
+struct InvocationTrace {
+    trace: ProcessTrace,
+    sampled: bool,
+    /// The invocation's own root span, when Lambda gave no trace header to join.
+    root: Option<spans::InvocationInfo>,
+}
+
+/// The trace context Lambda gave an invocation (from its X-Ray header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteParent {
+    pub trace_id: TraceId,
+    pub span_id: Option<SpanId>,
+    pub sampled: bool,
+}
+
 /// Delivery statistics of one exporter, for the run summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ExporterReport {
@@ -93,6 +109,9 @@ pub struct Pipeline {
     health_now: Health,
     export_published: HashMap<(&'static str, Signal), SignalCounts>,
     next_metrics: Instant,
+    /// Lambda: the trace of each invocation epoch. Empty outside Lambda, where spans belong
+    /// to their process's trace.
+    invocations: std::collections::BTreeMap<u32, InvocationTrace>,
 }
 
 fn now_ns() -> u64 {
@@ -171,7 +190,94 @@ impl Pipeline {
             health_published: Health::default(),
             health_now: Health::default(),
             export_published: HashMap::new(),
+            invocations: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Lambda: spans recorded in invocation epoch `epoch` (0 is the init phase) join `parent`
+    /// — the invocation's X-Ray trace, as children of its segment — and are dropped when it is
+    /// not sampled; without a parent they get a root span of their own (`invocation`/`init`),
+    /// emitted by [`end_invocation`](Self::end_invocation).
+    pub fn begin_invocation(
+        &mut self,
+        epoch: u32,
+        request_id: Option<&str>,
+        parent: Option<RemoteParent>,
+        coldstart: bool,
+        start_ns: u64,
+    ) {
+        let (trace, sampled, root) = match parent {
+            Some(p) => (
+                ProcessTrace {
+                    trace_id: p.trace_id,
+                    root_span_id: p.span_id.unwrap_or_else(|| self.ids.new_span_id()),
+                    parent: p.span_id,
+                },
+                p.sampled,
+                None,
+            ),
+            None => (
+                ProcessTrace {
+                    trace_id: self.ids.new_trace_id(),
+                    root_span_id: self.ids.new_span_id(),
+                    parent: None,
+                },
+                true,
+                Some(spans::InvocationInfo {
+                    request_id: request_id.map(str::to_string),
+                    coldstart,
+                    start_ns,
+                    end_ns: start_ns,
+                }),
+            ),
+        };
+        self.invocations.insert(
+            epoch,
+            InvocationTrace {
+                trace,
+                sampled,
+                root,
+            },
+        );
+    }
+
+    /// Lambda: the invocation of `epoch` is over; its root span (if it has one) is queued.
+    pub fn end_invocation(&mut self, epoch: u32, end_ns: u64) {
+        let Some(inv) = self.invocations.get_mut(&epoch) else {
+            return;
+        };
+        if let Some(mut root) = inv.root.take()
+            && inv.sampled
+            && self.spans_enabled
+        {
+            root.end_ns = end_ns.max(root.start_ns);
+            self.spans
+                .push(spans::invocation_span(&root, &inv.trace, &self.scope));
+        }
+        // Older epochs will see no more spans.
+        self.invocations.retain(|e, _| *e >= epoch);
+    }
+
+    /// The trace for a span recorded by `pid` in `epoch` covering `[start, end]`, or `None`
+    /// when it must not be exported (an unsampled invocation).
+    fn trace_of_event(
+        &mut self,
+        pid: u32,
+        epoch: u32,
+        start: u64,
+        end: u64,
+    ) -> Option<ProcessTrace> {
+        if self.invocations.is_empty() {
+            return Some(self.trace_for(pid, start, end));
+        }
+        // An epoch not announced (its start was lost) joins the newest one before it.
+        let inv = self
+            .invocations
+            .range(..=epoch)
+            .next_back()
+            .or_else(|| self.invocations.iter().next())
+            .map(|(_, i)| i)?;
+        inv.sampled.then_some(inv.trace)
     }
 
     fn process(&mut self, pid: u32) -> &mut ProcessState {
@@ -251,9 +357,10 @@ impl Pipeline {
             );
             if self.spans_enabled {
                 let end = l.start_ns.saturating_add(l.duration_ns);
-                let trace = self.trace_for(l.pid, l.start_ns, end);
-                let id = self.ids.new_span_id();
-                self.spans.push(dns_span(l, &trace, id, &self.scope));
+                if let Some(trace) = self.trace_of_event(l.pid, l.epoch, l.start_ns, end) {
+                    let id = self.ids.new_span_id();
+                    self.spans.push(dns_span(l, &trace, id, &self.scope));
+                }
             }
         }
     }
@@ -313,10 +420,14 @@ impl Pipeline {
                         {
                             self.agg.flow(k).fail(*e);
                         }
-                        if self.spans_enabled && !s.inherited {
-                            let a = &s.attempts[i];
-                            let end = a.start_ns.saturating_add(a.duration_ns);
-                            let trace = self.trace_for(s.pid, a.start_ns, end);
+                        let a = &s.attempts[i];
+                        let end = a.start_ns.saturating_add(a.duration_ns);
+                        let trace = if self.spans_enabled && !s.inherited {
+                            self.trace_of_event(s.pid, a.epoch, a.start_ns, end)
+                        } else {
+                            None
+                        };
+                        if let Some(trace) = trace {
                             let id = self.ids.new_span_id();
                             let domain = c.domain.map(|d| self.names.get(d).to_string());
                             self.spans.push(attempt_span(
@@ -451,10 +562,6 @@ impl Pipeline {
     }
 
     /// Exports everything collected so far and waits (until `deadline`) for delivery.
-    #[allow(
-        dead_code,
-        reason = "the API of long-running modes (Lambda freezes); tested"
-    )]
     pub fn flush(&mut self, deadline: Instant) -> bool {
         self.export_metrics();
         self.exporters.flush(deadline)
@@ -469,7 +576,7 @@ impl Pipeline {
         deadline: Instant,
     ) -> Vec<ExporterReport> {
         self.read(t, health, true);
-        if self.spans_enabled {
+        if self.spans_enabled && self.invocations.is_empty() {
             let end = now_ns();
             let roots: Vec<SpanData> = self
                 .processes

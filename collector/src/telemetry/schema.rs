@@ -19,6 +19,10 @@ pub const SPAN_CONNECT: &str = "connect";
 pub const SPAN_ACCEPT: &str = "accept";
 /// The root span of a monitored process.
 pub const SPAN_PROCESS: &str = "process";
+/// The root span of a Lambda invocation, when Lambda gave no X-Ray header to join.
+pub const SPAN_INVOCATION: &str = "invocation";
+/// The root span of a Lambda environment's init phase.
+pub const SPAN_INIT: &str = "init";
 
 // ------------------------------------------------------------------ span attributes (semconv)
 
@@ -54,6 +58,9 @@ pub const NETMON_DNS_RCODE: &str = "netmon.dns.rcode";
 pub const SERVICE_NAME: &str = semconv::SERVICE_NAME;
 pub const HOST_NAME: &str = semconv::HOST_NAME;
 pub const FAAS_NAME: &str = semconv::FAAS_NAME;
+pub const FAAS_INVOCATION_ID: &str = semconv::FAAS_INVOCATION_ID;
+pub const FAAS_COLDSTART: &str = semconv::FAAS_COLDSTART;
+pub const FAAS_TRIGGER: &str = semconv::FAAS_TRIGGER;
 pub const FAAS_VERSION: &str = semconv::FAAS_VERSION;
 pub const FAAS_INSTANCE: &str = semconv::FAAS_INSTANCE;
 pub const FAAS_MAX_MEMORY: &str = semconv::FAAS_MAX_MEMORY;

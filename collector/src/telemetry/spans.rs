@@ -332,6 +332,51 @@ pub fn attempt_span(
     )
 }
 
+/// A Lambda invocation (or the init phase, `request_id: None`) as a root span.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvocationInfo {
+    pub request_id: Option<String>,
+    pub coldstart: bool,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// The root span of an invocation (kind SERVER, as FaaS semantic conventions have it) or of
+/// the init phase; netmon's DNS and connection spans of that invocation are its children.
+pub fn invocation_span(
+    inv: &InvocationInfo,
+    trace: &ProcessTrace,
+    scope: &InstrumentationScope,
+) -> SpanData {
+    let mut attrs = vec![KeyValue::new(schema::FAAS_COLDSTART, inv.coldstart)];
+    let name = match &inv.request_id {
+        Some(id) => {
+            attrs.push(KeyValue::new(schema::FAAS_INVOCATION_ID, id.clone()));
+            attrs.push(KeyValue::new(schema::FAAS_TRIGGER, "other"));
+            schema::SPAN_INVOCATION
+        }
+        None => schema::SPAN_INIT,
+    };
+    span(
+        trace,
+        trace.root_span_id,
+        SpanId::INVALID,
+        false,
+        if inv.request_id.is_some() {
+            SpanKind::Server
+        } else {
+            SpanKind::Internal
+        },
+        name,
+        inv.start_ns,
+        inv.end_ns,
+        attrs,
+        Status::Unset,
+        SpanLinks::default(),
+        scope,
+    )
+}
+
 /// What a process root span says about its process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {

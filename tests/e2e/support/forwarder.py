@@ -9,7 +9,11 @@ encrypted bytes on the wire. When a connection is fully done (both directions
 ended), its record is added to a JSON stats file, replaced atomically:
 
     {"open": 0, "accepted": 2,
-     "connections": [{"client_to_server": 123, "server_to_client": 456}, ...]}
+     "connections": [{"client_to_server": 123, "server_to_client": 456}, ...],
+     "total_client_to_server": 123, "total_server_to_client": 456}
+
+The totals include connections still open and are rewritten as bytes flow, so a test can
+read exact per-interval counts of a kept-alive connection.
 
 Half-close is forwarded: EOF from one side becomes shutdown(SHUT_WR) on the other.
 
@@ -38,7 +42,13 @@ class Stats:
         self.open = 0
         self.accepted = 0
         self.connections: list[dict] = []
+        self.total = {"client_to_server": 0, "server_to_client": 0}
         self._write()
+
+    def moved(self, direction: str, n: int) -> None:
+        with self.lock:
+            self.total[direction] += n
+            self._write()
 
     def opened(self) -> None:
         with self.lock:
@@ -56,14 +66,28 @@ class Stats:
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
             json.dump(
-                {"open": self.open, "accepted": self.accepted, "connections": self.connections},
+                {
+                    "open": self.open,
+                    "accepted": self.accepted,
+                    "connections": self.connections,
+                    "total_client_to_server": self.total["client_to_server"],
+                    "total_server_to_client": self.total["server_to_client"],
+                },
                 f,
             )
         os.replace(tmp, self.path)
 
 
-def pump(src: socket.socket, dst: socket.socket, counter: list[int], errors: list[str], name: str) -> None:
+def pump(
+    src: socket.socket,
+    dst: socket.socket,
+    counter: list[int],
+    errors: list[str],
+    name: str,
+    stats: "Stats | None" = None,
+) -> None:
     """Copy src -> dst until EOF on src; count bytes that dst's socket accepted."""
+    direction = "client_to_server" if name == "c2s" else "server_to_client"
     try:
         while True:
             data = src.recv(CHUNK)
@@ -73,6 +97,8 @@ def pump(src: socket.socket, dst: socket.socket, counter: list[int], errors: lis
             while view:
                 n = dst.send(view)
                 counter[0] += n
+                if stats is not None:
+                    stats.moved(direction, n)
                 view = view[n:]
     except OSError as e:
         errors.append(f"{name}: {e!r}")
@@ -96,9 +122,9 @@ def handle(client: socket.socket, target: tuple[str, int], stats: Stats, timeout
             errors.append(f"backend connect: {e!r}")
             return
         with backend:
-            t = threading.Thread(target=pump, args=(backend, client, s2c, errors, "s2c"), daemon=True)
+            t = threading.Thread(target=pump, args=(backend, client, s2c, errors, "s2c", stats), daemon=True)
             t.start()
-            pump(client, backend, c2s, errors, "c2s")
+            pump(client, backend, c2s, errors, "c2s", stats)
             t.join(timeout)
     finally:
         try:

@@ -155,6 +155,22 @@ class Forwarder:
             records=conns,
         )
 
+    def totals(self, settle: float = 0.15, timeout: float = 10.0) -> tuple[int, int]:
+        """(client->server, server->client) over all connections, open ones included, once
+        the counts stopped moving for `settle` seconds."""
+        deadline = time.monotonic() + timeout
+        last = None
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            s = self.read()
+            now = (s["total_client_to_server"], s["total_server_to_client"])
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                return now
+            time.sleep(0.02)
+        raise AssertionError(f"forwarder counts kept moving for {timeout}s")
+
     def stop(self) -> None:
         self.bg.stop()
 

@@ -1,0 +1,159 @@
+"""netmon in (local) AWS Lambda: the layer, the extension, exact per-invocation bytes, traces.
+
+The environment is the local Lambda of support/lambda_local.py (Runtime, Extensions and
+Telemetry APIs; processes frozen between invocations), the runtime clients are the real
+awslambdaric and aws-lambda-ric, and the layer is the one `netmon layer` builds, unzipped into
+the environment's /opt. The ground truth for bytes is the byte-counting forwarder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from support import harness
+from support.lambda_local import FUNCTIONS_DIR
+
+NETMON_FUNCTIONS = Path(__file__).resolve().parent / "lambda" / "functions"
+LINE = re.compile(r"^netmon (requestId=(?P<id>\S+)|phase=init) (?P<rest>.*)$")
+
+
+@pytest.fixture
+def layer_opt(netmon_bin, tmp_path) -> Path:
+    """`netmon layer` unzipped into an /opt-like folder (modes kept, as Lambda does)."""
+    zpath = tmp_path / "netmon-layer.zip"
+    subprocess.run([netmon_bin, "layer", "--out", zpath], check=True, capture_output=True)
+    opt = tmp_path / "opt"
+    with zipfile.ZipFile(zpath) as z:
+        for info in z.infolist():
+            target = opt / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(info))
+            target.chmod((info.external_attr >> 16) & 0o777)
+    return opt
+
+
+def netmon_env(opt: Path, tmp_path: Path, **extra: str) -> dict:
+    return {
+        "NETMON_SHM_DIR": str(tmp_path / "shm"),
+        # The wrapper's default is /opt/lib/libnetmon.so; here /opt is a temporary folder.
+        "NETMON_LIB": str(opt / "lib" / "libnetmon.so"),
+        **extra,
+    }
+
+
+def report_lines(lam, timeout: float = 10.0, want: int = 1) -> dict:
+    """The extension's report lines so far: {"init": fields, request_id: fields}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {}
+        for line in lam.logs(source="extension:netmon"):
+            m = LINE.match(line.text.strip())
+            if not m:
+                continue
+            fields = dict(kv.split("=", 1) for kv in m.group("rest").split())
+            found[m.group("id") or "init"] = fields
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def xray(i: int, sampled: bool = True) -> tuple[str, str, str]:
+    """An X-Ray header, and the W3C trace id and parent span id it stands for."""
+    t, r, p = f"{0x5f000000 + i:08x}", f"{i:024x}", f"{0xabc0 + i:016x}"
+    return f"Root=1-{t}-{r};Parent={p};Sampled={int(sampled)}", t + r, p
+
+
+@pytest.mark.requires("root")
+def test_python_function_bytes_per_invocation_are_exact(
+    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+):
+    fwd = forwarder(http_backend.port)
+    spans_file = tmp_path / "spans.jsonl"
+    env = netmon_env(
+        layer_opt,
+        tmp_path,
+        INIT_PORT=str(fwd.port),
+        INIT_DOWNLOAD="4321",
+        NETMON_EXPORTERS="otlp-json",
+        NETMON_OTLP_JSON=str(spans_file),
+    )
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python",
+        "app.handler",
+        runtime="python",
+        opt_dir=layer_opt,
+        env=env,
+        exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    init_totals = fwd.totals()
+    assert init_totals[1] > 4321, lam.describe()
+    plan = [
+        # (download, upload, keep the connection after this invocation)
+        (100_000, 5_000, True),
+        (3 << 20, 0, True),
+        (0, 200_000, False),
+        (1_234, 1, True),
+        (0, 0, True),
+    ]
+    before = init_totals
+    expected = {}
+    traces = {}
+    for i, (down, up, keep) in enumerate(plan):
+        header, trace_id, parent = xray(i)
+        r = lam.invoke(
+            {"port": fwd.port, "download": down, "upload": up, "keepalive": keep, "resolve": "localhost"},
+            trace=header,
+        )
+        assert r.ok, r.describe()
+        assert r.json()["downloaded"] == down
+        now = fwd.totals()
+        expected[r.request_id] = (now[0] - before[0], now[1] - before[1])
+        traces[r.request_id] = (trace_id, parent)
+        before = now
+
+    lines = report_lines(lam, want=len(plan) + 1)
+    assert "init" in lines, lines
+    init = lines["init"]
+    assert (int(init["tx_bytes"]), int(init["rx_bytes"])) == init_totals, lines
+    assert init["dns"] == "1" and init["connections"] == "1"
+    for rid, (tx, rx) in expected.items():
+        got = lines.get(rid)
+        assert got is not None, f"no report line for {rid}: {lines}"
+        assert (int(got["tx_bytes"]), int(got["rx_bytes"])) == (tx, rx), (rid, got)
+        assert got["dns"] == "1", got
+        assert got["failed"] == "0"
+        assert got["top"] == f"localhost:{fwd.port}" or (tx, rx) == (0, 0), got
+    # Invocation 3 closed its connection; invocation 4 opened a new one.
+    ids = list(expected)
+    assert lines[ids[3]]["connections"] == "1"
+    assert lines[ids[1]]["connections"] == "0"
+
+    sd = lam.shutdown()
+    assert sd.exited, sd
+    spans = otlp_spans(spans_file)
+    for rid, (trace_id, parent) in traces.items():
+        mine = [s for s in spans if s["traceId"] == trace_id]
+        names = sorted(s["name"] for s in mine)
+        # Each invocation resolved localhost; the ones that opened a connection have it too.
+        assert "dns.lookup" in names, (rid, names)
+        for s in mine:
+            assert s["parentSpanId"] == parent, s
+    last = ids[-1]
+    assert any(s["traceId"] == traces[last][0] for s in spans), "the last invocation's spans were lost"
+
+
+def otlp_spans(path: Path) -> list[dict]:
+    spans = []
+    for line in path.read_text().splitlines():
+        req = json.loads(line)
+        for rs in req.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                spans.extend(ss.get("spans", []))
+    return spans
