@@ -283,6 +283,13 @@ pub struct Tracker {
     /// Keys of `sockets` in the order they were first seen (append-only), so a consumer can
     /// find new sockets without scanning them all.
     pub socket_order: Vec<(u32, u32)>,
+    /// How many entries [`prune`](Self::prune) removed from the front of `lookups`,
+    /// `socket_order` and `invocations`: consumers keep absolute positions.
+    pub lookups_pruned: usize,
+    pub socket_order_pruned: usize,
+    pub invocations_pruned: usize,
+    /// The name each address was last resolved from (see [`name_index`](Self::name_index)).
+    names: HashMap<(Option<u32>, IpAddr), String>,
     pending_queries: HashMap<QueryKey, DnsLookup>,
     /// Early events for sockets whose slot we have not read yet.
     orphan_attempts: HashMap<SocketKey, Vec<(u16, Attempt)>>,
@@ -468,6 +475,7 @@ impl Tracker {
             }
             _ => return false,
         }
+        self.remember_names(&lookup);
         self.lookups.push(lookup);
         true
     }
@@ -666,18 +674,65 @@ impl Tracker {
     }
 
     /// The name an address was last resolved from: keyed by `(Some(pid), ip)` for the
-    /// process that resolved it and `(None, ip)` for any process.
-    pub fn name_index(&self) -> HashMap<(Option<u32>, IpAddr), String> {
-        let mut m = HashMap::new();
-        let mut sorted: Vec<&DnsLookup> = self.lookups.iter().collect();
-        sorted.sort_by_key(|l| l.start_ns);
-        for l in sorted {
-            for a in &l.answers {
-                m.insert((Some(l.pid), *a), l.name.clone());
-                m.insert((None, *a), l.name.clone());
-            }
+    /// process that resolved it and `(None, ip)` for any process. Kept across
+    /// [`prune`](Self::prune), so a connection opened long ago keeps its name.
+    pub fn name_index(&self) -> &HashMap<(Option<u32>, IpAddr), String> {
+        &self.names
+    }
+
+    /// Upper bound on remembered names (distinct addresses); past it the oldest knowledge is
+    /// dropped wholesale, which only costs names for connections to forgotten addresses.
+    const MAX_NAMES: usize = 1 << 16;
+
+    fn remember_names(&mut self, l: &DnsLookup) {
+        if l.answers.is_empty() {
+            return;
         }
-        m
+        if self.names.len() >= Self::MAX_NAMES {
+            self.names.clear();
+        }
+        for a in &l.answers {
+            self.names.insert((Some(l.pid), *a), l.name.clone());
+            self.names.insert((None, *a), l.name.clone());
+        }
+    }
+
+    /// Forgets what long-running modes have already reported: sockets closed and done before
+    /// `epoch`, lookups, datagrams and invocation marks of earlier epochs. Consumers that keep
+    /// positions in `lookups`, `socket_order` or `invocations` add the `*_pruned` counts.
+    pub fn prune(&mut self, epoch: u32) {
+        self.sockets.retain(|_, s| {
+            s.close_ns.is_none()
+                || s.epoch_bytes
+                    .keys()
+                    .next_back()
+                    .is_some_and(|e| *e >= epoch)
+        });
+        let sockets = &self.sockets;
+        let before = self.socket_order.len();
+        let keep_from = self
+            .socket_order
+            .iter()
+            .position(|k| sockets.contains_key(k))
+            .unwrap_or(before);
+        self.socket_order.drain(..keep_from);
+        self.socket_order_pruned += keep_from;
+        let n = self
+            .lookups
+            .iter()
+            .position(|l| l.epoch >= epoch)
+            .unwrap_or(self.lookups.len());
+        self.lookups.drain(..n);
+        self.lookups_pruned += n;
+        let n = self
+            .invocations
+            .iter()
+            .position(|m| m.epoch >= epoch)
+            .unwrap_or(self.invocations.len());
+        self.invocations.drain(..n);
+        self.invocations_pruned += n;
+        self.datagrams.retain(|_, d| d.epoch >= epoch);
+        self.orphan_attempts.clear();
     }
 }
 
@@ -746,6 +801,48 @@ mod tests {
             epoch_bytes: BTreeMap::new(),
             last_epoch: 0,
         }
+    }
+
+    #[test]
+    fn prune_forgets_old_closed_sockets_and_keeps_positions() {
+        let mut t = Tracker::new();
+        for (i, (epoch, closed)) in [(0, true), (1, true), (1, false), (3, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut r = record();
+            r.epoch_bytes.insert(epoch, (1, 1));
+            r.close_ns = closed.then_some(1);
+            t.sockets.insert((i as u32, 1), r);
+            t.socket_order.push((i as u32, 1));
+        }
+        for epoch in [0, 1, 2, 3] {
+            let l = DnsLookup {
+                pid: 1,
+                tid: 1,
+                epoch,
+                name: format!("e{epoch}.example"),
+                source: DnsSource::Getaddrinfo,
+                start_ns: epoch as u64,
+                duration_ns: 1,
+                answers: vec![format!("10.0.0.{epoch}").parse().unwrap()],
+                rcode: 0,
+                error: None,
+            };
+            t.remember_names(&l);
+            t.lookups.push(l);
+        }
+        t.prune(2);
+        let mut left: Vec<_> = t.sockets.keys().map(|k| k.0).collect();
+        left.sort();
+        assert_eq!(left, [2, 3], "open sockets and recent ones stay");
+        assert_eq!(t.socket_order, [(2, 1), (3, 1)]);
+        assert_eq!(t.socket_order_pruned, 2);
+        assert_eq!(t.lookups.len(), 2);
+        assert_eq!(t.lookups_pruned, 2);
+        // Names outlive their lookups.
+        let ip: IpAddr = "10.0.0.0".parse().unwrap();
+        assert_eq!(t.name_index()[&(None, ip)], "e0.example");
     }
 
     #[test]

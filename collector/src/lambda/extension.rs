@@ -185,7 +185,8 @@ struct State {
     platform: Option<Receiver<PlatformEvent>>,
     function_name: String,
     emf: bool,
-    /// Index into `tracker.invocations` already looked at.
+    /// Position (absolute, see `Tracker::invocations_pruned`) in the invocation marks already
+    /// looked at.
     marks_seen: usize,
     init_reported: bool,
 }
@@ -263,7 +264,10 @@ impl State {
                     .load(std::sync::atomic::Ordering::Acquire)
             });
             self.poll();
-            let done = self.tracker.invocations[self.marks_seen..]
+            let from = self
+                .marks_seen
+                .saturating_sub(self.tracker.invocations_pruned);
+            let done = self.tracker.invocations[from.min(self.tracker.invocations.len())..]
                 .iter()
                 .any(|m| m.request_id == request_id && m.phase != InvocationPhase::Start);
             if done {
@@ -334,7 +338,14 @@ impl State {
             },
         };
         self.emit(r);
-        self.marks_seen = self.tracker.invocations.len();
+        self.marks_seen = self.tracker.invocations_pruned + self.tracker.invocations.len();
+        // Forget what is reported and exported: an environment may serve millions of
+        // invocations. Two epochs back, so the pipeline has read every closed socket twice.
+        if let Some(e) = epoch
+            && e >= 2
+        {
+            self.tracker.prune(e - 1);
+        }
     }
 }
 

@@ -335,10 +335,11 @@ impl Pipeline {
     }
 
     fn read_lookups(&mut self, t: &Tracker) {
-        let Some(new) = t.lookups.get(self.lookups_seen..) else {
+        let from = self.lookups_seen.saturating_sub(t.lookups_pruned);
+        let Some(new) = t.lookups.get(from..) else {
             return;
         };
-        self.lookups_seen = t.lookups.len();
+        self.lookups_seen = t.lookups_pruned + t.lookups.len();
         for l in new {
             let domain = self.names.intern(&l.name);
             for a in &l.answers {
@@ -377,11 +378,12 @@ impl Pipeline {
     }
 
     fn read_sockets(&mut self, t: &Tracker, final_pass: bool) {
-        if let Some(new) = t.socket_order.get(self.sockets_seen..) {
+        let from = self.sockets_seen.saturating_sub(t.socket_order_pruned);
+        if let Some(new) = t.socket_order.get(from..) {
             for key in new {
                 self.active.entry(*key).or_default();
             }
-            self.sockets_seen = t.socket_order.len();
+            self.sockets_seen = t.socket_order_pruned + t.socket_order.len();
         }
         let mut done = Vec::new();
         let keys: Vec<(u32, u32)> = self.active.keys().copied().collect();
