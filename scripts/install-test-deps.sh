@@ -31,6 +31,8 @@ have ip || pkgs+=(iproute2)
 have curl || pkgs+=(curl)
 have openssl || pkgs+=(openssl)
 have gcc || pkgs+=(gcc libc6-dev)
+# gcc -static (tests/e2e/programs/static_client.c) links glibc's libc.a, from libc6-dev.
+{ have gcc && [ -f "$(gcc -print-file-name=libc.a)" ]; } || pkgs+=(libc6-dev)
 # java 17 (with keytool) and node 20 are normally on the machine already.
 { have java && have keytool; } || pkgs+=(openjdk-17-jdk-headless)
 have node || pkgs+=(nodejs)

@@ -304,10 +304,15 @@ fn local_addr(fd: i32) -> Option<Addr> {
 /// Records the final state of a socket and marks its slot closed. Called while `fd` is open.
 fn finalize(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, implicit: bool) {
     keep_errno(|| {
-        let (_, tp, _) = unpack_kind(slot.kind.load(Relaxed));
+        let (_, tp, r) = unpack_kind(slot.kind.load(Relaxed));
         if tp == transport::TCP
             && let Some((info, len)) = read_tcp_info(fd)
         {
+            // A connection both sides shut down is in TCP_CLOSE by the time the program closes
+            // it (a timewait socket lives on in its place); its TCP_INFO is still the
+            // connection's. A connect that failed is in TCP_CLOSE too, but was never made.
+            let was_connected =
+                r == role::INCOMING || slot.connect_state.load(Relaxed) == connect_state::CONNECTED;
             let full = len >= size_of::<TcpInfo>();
             slot.rtt_us.store(info.rtt, Relaxed);
             slot.rtt_var_us.store(info.rttvar, Relaxed);
@@ -317,7 +322,9 @@ fn finalize(g: &Guard, idx: u32, slot: &SocketSlot, fd: i32, implicit: bool) {
                 slot.segs_out.store(info.segs_out, Relaxed);
                 slot.segs_in.store(info.segs_in, Relaxed);
             }
-            if slot.remote.is_set() && info.state != TCP_SYN_SENT && info.state != TCP_CLOSE
+            if slot.remote.is_set()
+                && info.state != TCP_SYN_SENT
+                && (info.state != TCP_CLOSE || was_connected)
                 || info.state == TCP_ESTABLISHED
             {
                 slot.flags.fetch_or(socket_flags::TCP_INFO, Relaxed);
