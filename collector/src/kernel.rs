@@ -14,6 +14,7 @@
 
 use crate::flowlog::FlowLog;
 use crate::summary::{FlowSummary, RunSummary};
+use crate::telemetry::schema::MetricName;
 use crate::tracker::{DNS_PORT, Tracker};
 use netmon_procnet::sockets::state;
 use netmon_procnet::{
@@ -129,6 +130,8 @@ pub struct KernelMonitor {
     next_table_read: [Instant; 4],
     next_full: Instant,
     full_passes: u64,
+    /// `full_passes` when the metric points were last taken.
+    points_taken: u64,
     table_reads: u64,
     fd_scans: u64,
 }
@@ -159,6 +162,7 @@ impl KernelMonitor {
             next_table_read: [now; 4],
             next_full: now + opts.interval,
             full_passes: 1,
+            points_taken: 0,
             table_reads: 0,
             fd_scans: 0,
         }
@@ -395,6 +399,21 @@ impl KernelMonitor {
             .collect()
     }
 
+    /// The kernel metrics' data points after a full pass that was not taken yet; `None` when
+    /// no full pass ran since the last call.
+    pub fn take_metric_points(&mut self) -> Option<Vec<MetricPoint>> {
+        if self.points_taken == self.full_passes {
+            return None;
+        }
+        self.points_taken = self.full_passes;
+        Some(metric_points(
+            self.sampler.snapshot(),
+            &self.connections,
+            &self.baseline_interfaces,
+            &self.baseline_protocols,
+        ))
+    }
+
     /// The run's `kernel` section: deltas since the monitor started, and the monitored
     /// processes' sockets by the last state each was seen in.
     pub fn summary(&self) -> KernelSummary {
@@ -485,6 +504,221 @@ impl From<SampleHealth> for SampleHealthJson {
             files_unreadable: h.files_unreadable,
             formats_unknown: h.formats_unknown,
         }
+    }
+}
+
+/// How a kernel metric aggregates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic: the value counts since the monitor started.
+    Counter,
+    /// Goes up and down: the value is the current one.
+    UpDownCounter,
+}
+
+/// One data point of a kernel metric (names in `telemetry::schema`).
+#[derive(Clone, Debug)]
+pub struct MetricPoint {
+    pub metric: MetricName,
+    pub kind: MetricKind,
+    pub attributes: Vec<(&'static str, String)>,
+    pub value: u64,
+}
+
+/// A change of one kernel data point since the last export.
+#[derive(Clone, Debug)]
+pub struct MetricDelta {
+    pub metric: MetricName,
+    pub kind: MetricKind,
+    pub attributes: Vec<(&'static str, String)>,
+    pub delta: i64,
+}
+
+/// The data points of a snapshot: counters since the baseline (the monitor's start), and the
+/// network namespace's connections by transport and state (current values, the namespace's
+/// as the convention asks for `system.network.connection.count`).
+pub fn metric_points(
+    snap: &netmon_procnet::Snapshot,
+    connections: &ConnectionCounts,
+    baseline_interfaces: &[Interface],
+    baseline_protocols: &ProtocolCounters,
+) -> Vec<MetricPoint> {
+    use crate::telemetry::schema as s;
+    let mut out = Vec::new();
+    let mut push = |metric, kind, attributes: Vec<(&'static str, String)>, value| {
+        out.push(MetricPoint {
+            metric,
+            kind,
+            attributes,
+            value,
+        })
+    };
+    for i in &snap.interfaces {
+        let before = baseline_interfaces
+            .iter()
+            .find(|b| b.name == i.name)
+            .map(|b| b.counters)
+            .unwrap_or_default();
+        let d = i.counters.since(&before);
+        let name = i.name.to_string();
+        for (metric, device_key, rx, tx) in [
+            (
+                s::SYSTEM_NETWORK_IO,
+                s::NETWORK_INTERFACE_NAME,
+                d.rx_bytes,
+                d.tx_bytes,
+            ),
+            (
+                s::SYSTEM_NETWORK_PACKET_COUNT,
+                s::SYSTEM_DEVICE,
+                d.rx_packets,
+                d.tx_packets,
+            ),
+            (
+                s::SYSTEM_NETWORK_ERRORS,
+                s::NETWORK_INTERFACE_NAME,
+                d.rx_errors,
+                d.tx_errors,
+            ),
+            (
+                s::SYSTEM_NETWORK_PACKET_DROPPED,
+                s::NETWORK_INTERFACE_NAME,
+                d.rx_dropped,
+                d.tx_dropped,
+            ),
+        ] {
+            for (direction, v) in [("receive", rx), ("transmit", tx)] {
+                push(
+                    metric,
+                    MetricKind::Counter,
+                    vec![
+                        (device_key, name.clone()),
+                        (s::NETWORK_IO_DIRECTION, direction.into()),
+                    ],
+                    v,
+                );
+            }
+        }
+    }
+    for (t, st, n) in connections.iter() {
+        push(
+            s::SYSTEM_NETWORK_CONNECTION_COUNT,
+            MetricKind::UpDownCounter,
+            vec![
+                (s::NETWORK_TRANSPORT, t.as_str().into()),
+                (s::NETWORK_CONNECTION_STATE, state::name(st).into()),
+            ],
+            n,
+        );
+    }
+    let d = snap.protocols.since(baseline_protocols);
+    let (t, u) = (d.tcp, d.udp);
+    let direction = |v: &'static str| Some((s::NETWORK_IO_DIRECTION, v));
+    let error = |v: &'static str| Some((s::ERROR_TYPE, v));
+    let counters = [
+        (s::NETMON_TCP_ACTIVE_OPENS, None, t.active_opens),
+        (s::NETMON_TCP_PASSIVE_OPENS, None, t.passive_opens),
+        (s::NETMON_TCP_ATTEMPT_FAILS, None, t.attempt_fails),
+        (s::NETMON_TCP_ESTAB_RESETS, None, t.estab_resets),
+        (s::NETMON_TCP_SEGMENTS, direction("receive"), t.in_segs),
+        (s::NETMON_TCP_SEGMENTS, direction("transmit"), t.out_segs),
+        (s::NETMON_TCP_RETRANS_SEGS, None, t.retrans_segs),
+        (s::NETMON_TCP_IN_ERRORS, None, t.in_errs),
+        (s::NETMON_TCP_RESETS_SENT, None, t.out_rsts),
+        (s::NETMON_TCP_LISTEN_OVERFLOWS, None, t.listen_overflows),
+        (s::NETMON_TCP_LISTEN_DROPS, None, t.listen_drops),
+        (
+            s::NETMON_UDP_DATAGRAMS,
+            direction("receive"),
+            u.in_datagrams,
+        ),
+        (
+            s::NETMON_UDP_DATAGRAMS,
+            direction("transmit"),
+            u.out_datagrams,
+        ),
+        (s::NETMON_UDP_NO_PORTS, None, u.no_ports),
+        (s::NETMON_UDP_ERRORS, error("receive"), u.in_errors),
+        (s::NETMON_UDP_ERRORS, error("rcvbuf"), u.rcvbuf_errors),
+        (s::NETMON_UDP_ERRORS, error("sndbuf"), u.sndbuf_errors),
+    ];
+    for (metric, attr, value) in counters {
+        if let Some(v) = value {
+            let attributes = attr
+                .map(|(k, v)| vec![(k, v.to_string())])
+                .unwrap_or_default();
+            push(metric, MetricKind::Counter, attributes, v);
+        }
+    }
+    out
+}
+
+/// A data point's identity: metric name and attributes.
+type PointKey = (&'static str, Vec<(&'static str, String)>);
+
+/// What was last exported of each kernel data point, so each export carries the change.
+#[derive(Default)]
+pub struct MetricCursor {
+    /// The newest points, until the next export takes them.
+    latest: Option<Vec<MetricPoint>>,
+    published: HashMap<PointKey, (MetricPoint, u64)>,
+}
+
+impl MetricCursor {
+    /// Keeps the newest points (from the last full pass).
+    pub fn update(&mut self, points: Vec<MetricPoint>) {
+        self.latest = Some(points);
+    }
+
+    /// The changes since the last call (none if no points came in since). A counter that
+    /// went back (an interface recreated) counts from zero; a connection state no longer
+    /// present goes back to zero.
+    pub fn deltas(&mut self) -> Vec<MetricDelta> {
+        let mut out = Vec::new();
+        let Some(latest) = self.latest.take() else {
+            return out;
+        };
+        let mut seen = HashSet::new();
+        for p in latest {
+            let key = (p.metric.name, p.attributes.clone());
+            let before = self.published.get(&key).map_or(0, |(_, v)| *v);
+            let delta = match p.kind {
+                MetricKind::Counter if p.value >= before => (p.value - before) as i64,
+                MetricKind::Counter => p.value as i64,
+                MetricKind::UpDownCounter => p.value as i64 - before as i64,
+            };
+            if delta != 0 {
+                out.push(MetricDelta {
+                    metric: p.metric,
+                    kind: p.kind,
+                    attributes: p.attributes.clone(),
+                    delta,
+                });
+            }
+            seen.insert(key.clone());
+            let value = p.value;
+            self.published.insert(key, (p, value));
+        }
+        let gone: Vec<_> = self
+            .published
+            .iter()
+            .filter(|(k, (p, v))| {
+                p.kind == MetricKind::UpDownCounter && *v > 0 && !seen.contains(*k)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some((p, v)) = self.published.get_mut(&k) {
+                out.push(MetricDelta {
+                    metric: p.metric,
+                    kind: p.kind,
+                    attributes: p.attributes.clone(),
+                    delta: -(*v as i64),
+                });
+                *v = 0;
+            }
+        }
+        out
     }
 }
 
@@ -746,6 +980,82 @@ mod tests {
         assert_eq!(
             (f.direction.as_str(), f.src_port, f.dst_port),
             ("incoming", Some(port), None)
+        );
+    }
+
+    #[test]
+    fn metric_cursor_exports_changes() {
+        use crate::telemetry::schema as s;
+        let point = |metric, kind, state: &str, value| MetricPoint {
+            metric,
+            kind,
+            attributes: vec![(s::NETWORK_CONNECTION_STATE, state.to_string())],
+            value,
+        };
+        let mut c = MetricCursor::default();
+        c.update(vec![
+            point(s::SYSTEM_NETWORK_IO, MetricKind::Counter, "x", 100),
+            point(
+                s::SYSTEM_NETWORK_CONNECTION_COUNT,
+                MetricKind::UpDownCounter,
+                "listen",
+                2,
+            ),
+        ]);
+        let d: Vec<i64> = c.deltas().iter().map(|d| d.delta).collect();
+        assert_eq!(d, [100, 2]);
+        assert!(c.deltas().is_empty(), "nothing new, nothing exported");
+        c.update(vec![point(
+            s::SYSTEM_NETWORK_IO,
+            MetricKind::Counter,
+            "x",
+            150,
+        )]);
+        let d: Vec<(&str, i64)> = c
+            .deltas()
+            .iter()
+            .map(|d| (d.metric.name, d.delta))
+            .collect();
+        assert_eq!(
+            d,
+            [
+                ("system.network.io", 50),
+                ("system.network.connection.count", -2)
+            ]
+        );
+    }
+
+    #[test]
+    fn metric_points_use_convention_names() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../procnet/tests/fixtures/root");
+        let mut m = KernelMonitor::new(&KernelOptions {
+            root,
+            interval: DEFAULT_INTERVAL,
+        });
+        m.finish(&Tracker::new());
+        let points = m.take_metric_points().unwrap();
+        assert!(m.take_metric_points().is_none());
+        let conn: u64 = points
+            .iter()
+            .filter(|p| p.metric.name == "system.network.connection.count")
+            .map(|p| p.value)
+            .sum();
+        assert_eq!(conn, 13);
+        let io = points
+            .iter()
+            .find(|p| p.metric.name == "system.network.io")
+            .unwrap();
+        assert_eq!(
+            io.attributes,
+            [
+                ("network.interface.name", "lo".to_string()),
+                ("network.io.direction", "receive".to_string())
+            ]
+        );
+        assert!(
+            points
+                .iter()
+                .any(|p| p.metric.name == "netmon.tcp.listen_drops")
         );
     }
 

@@ -111,12 +111,20 @@ pub fn run(opts: RunOptions) -> Result<i32> {
                     tracker.poll(&session.region);
                     observer.poll(&tracker);
                     if let Some(p) = &mut pipeline {
+                        if let Some(points) = observer.monitor.take_metric_points() {
+                            p.collect_kernel(points);
+                        }
                         p.collect(&tracker, tracker.health(&session.region));
                     }
                     std::thread::sleep(interval);
                 }
                 tracker.finish(&session.region);
                 let observed = observer.finish(&tracker);
+                if let (Some(p), Some(points)) =
+                    (&mut pipeline, observer.monitor.take_metric_points())
+                {
+                    p.collect_kernel(points);
+                }
                 let exported = pipeline.map(|p| {
                     let health = tracker.health(&session.region);
                     p.shutdown(&tracker, health, telemetry.flush_deadline())

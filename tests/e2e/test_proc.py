@@ -330,3 +330,42 @@ def test_tcp_info_is_kept_for_connections_closed_after_the_peer(run_netmon, netn
     assert flow["packets_sent"] >= 2 * 3 and flow["packets_received"] >= 2 * 3, where
     assert flow["rtt_us"] is not None and flow["rtt_us"] > 0, where
     assert flow["rtt_var_us"] is not None and flow["retransmits"] == 0, where
+
+
+# ------------------------------------------------------------------ kernel metrics over OTLP
+
+
+def otlp_sums(path: Path) -> dict[tuple, int]:
+    """Sum of every exported data point (delta temporality) by (metric, sorted attributes)."""
+    sums: dict[tuple, int] = {}
+    for line in path.read_text().splitlines():
+        for rm in json.loads(line).get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for m in sm.get("metrics", []):
+                    for dp in (m.get("sum") or {}).get("dataPoints", []):
+                        attrs = tuple(sorted((a["key"], next(iter(a["value"].values()))) for a in dp.get("attributes", [])))
+                        key = (m["name"], attrs)
+                        sums[key] = sums.get(key, 0) + int(dp.get("asInt", 0))
+    return sums
+
+
+@pytest.mark.requires("netns")
+def test_kernel_metrics_are_exported_with_convention_names(run_netmon, netns, tmp_path):
+    out = tmp_path / "otlp.jsonl"
+    result = run_netmon(
+        [P, harness.CLIENTS / "py_dns.py", "--connect", f"{ADDR_B}:{netns.raw_b}", "--send", 50000, "--recv", 9000],
+        netns=netns.a,
+        netmon_args=["--exporter", "console,otlp-json", "--otlp-json", str(out)],
+    )
+    harness.assert_ran_ok(result)
+    sums = otlp_sums(out)
+    where = f"\n{json.dumps({str(k): v for k, v in sums.items()}, indent=1)}\n{result.describe()}"
+    dev = {i["name"]: i for i in result.summary["kernel"]["interfaces"]}[netns.veth_a]
+    def io(direction: str) -> int:
+        key = ("system.network.io", (("network.interface.name", netns.veth_a), ("network.io.direction", direction)))
+        return sums.get(key, 0)
+
+    assert io("transmit") == dev["tx_bytes"] and io("receive") == dev["rx_bytes"], where
+    pk = sums.get(("system.network.packet.count", (("network.io.direction", "transmit"), ("system.device", netns.veth_a))), 0)
+    assert pk == dev["tx_packets"], where
+    assert sums.get(("netmon.tcp.active_opens", ()), 0) == 1, where

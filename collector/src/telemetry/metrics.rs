@@ -9,7 +9,7 @@ use super::schema::{self, MetricName};
 use super::spans::scope;
 use crate::names;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
@@ -80,6 +80,9 @@ pub struct Metrics {
     export_failures: Counter<u64>,
     export_dropped: Counter<u64>,
     export_rejected: Counter<u64>,
+    /// The kernel metrics (`crate::kernel`): counters by name, and the connection count.
+    kernel_counters: HashMap<&'static str, Counter<u64>>,
+    connection_count: UpDownCounter<i64>,
 }
 
 fn counter(m: &Meter, n: MetricName) -> Counter<u64> {
@@ -135,6 +138,15 @@ impl Metrics {
             export_failures: counter(&m, schema::NETMON_EXPORT_FAILURES),
             export_dropped: counter(&m, schema::NETMON_EXPORT_DROPPED),
             export_rejected: counter(&m, schema::NETMON_EXPORT_REJECTED),
+            kernel_counters: schema::KERNEL_COUNTERS
+                .iter()
+                .map(|n| (n.name, counter(&m, *n)))
+                .collect(),
+            connection_count: m
+                .i64_up_down_counter(schema::SYSTEM_NETWORK_CONNECTION_COUNT.name)
+                .with_unit(schema::SYSTEM_NETWORK_CONNECTION_COUNT.unit)
+                .with_description(schema::SYSTEM_NETWORK_CONNECTION_COUNT.description)
+                .build(),
             provider,
             reader,
         }
@@ -184,6 +196,30 @@ impl Metrics {
             self.dns_latency_max.record(a.max, &attrs);
         }
         agg.overflowed = 0;
+    }
+
+    /// The kernel metrics' changes since the last export.
+    pub fn publish_kernel(&self, deltas: &[crate::kernel::MetricDelta]) {
+        for d in deltas {
+            let attrs: Vec<KeyValue> = d
+                .attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(*k, v.clone()))
+                .collect();
+            match d.kind {
+                crate::kernel::MetricKind::UpDownCounter => {
+                    self.connection_count.add(d.delta, &attrs)
+                }
+                crate::kernel::MetricKind::Counter => {
+                    if let (Some(c), Ok(v)) = (
+                        self.kernel_counters.get(d.metric.name),
+                        u64::try_from(d.delta),
+                    ) {
+                        c.add(v, &attrs);
+                    }
+                }
+            }
+        }
     }
 
     /// netmon's own health: region losses since the last call.

@@ -112,6 +112,8 @@ pub struct Pipeline {
     /// Lambda: the trace of each invocation epoch. Empty outside Lambda, where spans belong
     /// to their process's trace.
     invocations: std::collections::BTreeMap<u32, InvocationTrace>,
+    /// Kernel metrics from `/proc` (`crate::kernel`), handed over by the caller.
+    kernel: crate::kernel::MetricCursor,
 }
 
 fn now_ns() -> u64 {
@@ -190,6 +192,7 @@ impl Pipeline {
             health_published: Health::default(),
             health_now: Health::default(),
             export_published: HashMap::new(),
+            kernel: crate::kernel::MetricCursor::default(),
             invocations: std::collections::BTreeMap::new(),
         }
     }
@@ -305,6 +308,12 @@ impl Pipeline {
         p.first_ns = p.first_ns.min(start);
         p.last_ns = p.last_ns.max(end);
         p.trace
+    }
+
+    /// Takes the kernel metrics' newest data points (from `crate::kernel`); exported with the
+    /// next metrics.
+    pub fn collect_kernel(&mut self, points: Vec<crate::kernel::MetricPoint>) {
+        self.kernel.update(points);
     }
 
     /// Reads what is new in the tracker. Cheap and never blocks on delivery; exports happen
@@ -530,6 +539,7 @@ impl Pipeline {
         self.next_metrics = Instant::now() + self.opts.metric_interval;
         self.metrics
             .publish(&mut self.agg, &self.names, &self.process_names);
+        self.metrics.publish_kernel(&self.kernel.deltas());
         let (h, p) = (self.health_now, self.health_published);
         self.metrics.publish_region_health(
             h.events_dropped.saturating_sub(p.events_dropped),

@@ -5,6 +5,7 @@
 //! the short netflow names (`src_ip`, `dst_port`, ...) of DESIGN §6.
 
 use opentelemetry_semantic_conventions::attribute as semconv;
+use opentelemetry_semantic_conventions::metric as semconv_metric;
 
 /// Instrumentation scope of everything netmon exports.
 pub const SCOPE_NAME: &str = "netmon";
@@ -188,9 +189,131 @@ pub const NETMON_EXPORT_REJECTED: MetricName = MetricName {
     description: "Spans or metric data points the receiver rejected (partial success)",
 };
 
+// ------------------------------------------------------------------ kernel metrics (/proc)
+// `system.network.*` as the semantic conventions (and the Collector's hostmetrics receiver)
+// name them; the TCP/UDP protocol counters of /proc/net/snmp and netstat have no convention.
+// All are the network namespace's, counted from netmon's start (`crate::kernel`).
+
+pub const NETWORK_INTERFACE_NAME: &str = semconv::NETWORK_INTERFACE_NAME;
+pub const NETWORK_IO_DIRECTION: &str = semconv::NETWORK_IO_DIRECTION;
+pub const NETWORK_CONNECTION_STATE: &str = semconv::NETWORK_CONNECTION_STATE;
+pub const SYSTEM_DEVICE: &str = semconv::SYSTEM_DEVICE;
+
+pub const SYSTEM_NETWORK_IO: MetricName = MetricName {
+    name: semconv_metric::SYSTEM_NETWORK_IO,
+    unit: "By",
+    description: "Bytes received and sent per network interface (/proc/net/dev)",
+};
+pub const SYSTEM_NETWORK_PACKET_COUNT: MetricName = MetricName {
+    name: semconv_metric::SYSTEM_NETWORK_PACKET_COUNT,
+    unit: "{packet}",
+    description: "Packets received and sent per network interface (/proc/net/dev)",
+};
+pub const SYSTEM_NETWORK_ERRORS: MetricName = MetricName {
+    name: semconv_metric::SYSTEM_NETWORK_ERRORS,
+    unit: "{error}",
+    description: "Receive and transmit errors per network interface (/proc/net/dev)",
+};
+pub const SYSTEM_NETWORK_PACKET_DROPPED: MetricName = MetricName {
+    name: semconv_metric::SYSTEM_NETWORK_PACKET_DROPPED,
+    unit: "{packet}",
+    description: "Packets dropped per network interface (/proc/net/dev)",
+};
+pub const SYSTEM_NETWORK_CONNECTION_COUNT: MetricName = MetricName {
+    name: semconv_metric::SYSTEM_NETWORK_CONNECTION_COUNT,
+    unit: "{connection}",
+    description: "Sockets of the network namespace by transport and state (/proc/net/tcp, udp)",
+};
+pub const NETMON_TCP_ACTIVE_OPENS: MetricName = MetricName {
+    name: "netmon.tcp.active_opens",
+    unit: "{connection}",
+    description: "TCP connections opened by this side (Tcp:ActiveOpens)",
+};
+pub const NETMON_TCP_PASSIVE_OPENS: MetricName = MetricName {
+    name: "netmon.tcp.passive_opens",
+    unit: "{connection}",
+    description: "TCP connections accepted (Tcp:PassiveOpens)",
+};
+pub const NETMON_TCP_ATTEMPT_FAILS: MetricName = MetricName {
+    name: "netmon.tcp.attempt_fails",
+    unit: "{connection}",
+    description: "TCP connection attempts that failed (Tcp:AttemptFails)",
+};
+pub const NETMON_TCP_ESTAB_RESETS: MetricName = MetricName {
+    name: "netmon.tcp.estab_resets",
+    unit: "{connection}",
+    description: "Established TCP connections reset (Tcp:EstabResets)",
+};
+pub const NETMON_TCP_SEGMENTS: MetricName = MetricName {
+    name: "netmon.tcp.segments",
+    unit: "{segment}",
+    description: "TCP segments received and sent (Tcp:InSegs, Tcp:OutSegs)",
+};
+pub const NETMON_TCP_RETRANS_SEGS: MetricName = MetricName {
+    name: "netmon.tcp.retrans_segs",
+    unit: "{segment}",
+    description: "TCP segments retransmitted (Tcp:RetransSegs)",
+};
+pub const NETMON_TCP_IN_ERRORS: MetricName = MetricName {
+    name: "netmon.tcp.in_errors",
+    unit: "{segment}",
+    description: "TCP segments received in error (Tcp:InErrs)",
+};
+pub const NETMON_TCP_RESETS_SENT: MetricName = MetricName {
+    name: "netmon.tcp.resets_sent",
+    unit: "{segment}",
+    description: "TCP resets sent (Tcp:OutRsts)",
+};
+pub const NETMON_TCP_LISTEN_OVERFLOWS: MetricName = MetricName {
+    name: "netmon.tcp.listen_overflows",
+    unit: "{event}",
+    description: "Times a listen queue overflowed (TcpExt:ListenOverflows)",
+};
+pub const NETMON_TCP_LISTEN_DROPS: MetricName = MetricName {
+    name: "netmon.tcp.listen_drops",
+    unit: "{segment}",
+    description: "SYNs dropped at a listener (TcpExt:ListenDrops)",
+};
+pub const NETMON_UDP_DATAGRAMS: MetricName = MetricName {
+    name: "netmon.udp.datagrams",
+    unit: "{datagram}",
+    description: "UDP datagrams received and sent, IPv4 (Udp:InDatagrams, Udp:OutDatagrams)",
+};
+pub const NETMON_UDP_NO_PORTS: MetricName = MetricName {
+    name: "netmon.udp.no_ports",
+    unit: "{datagram}",
+    description: "UDP datagrams to a port nobody listened on, IPv4 (Udp:NoPorts)",
+};
+pub const NETMON_UDP_ERRORS: MetricName = MetricName {
+    name: "netmon.udp.errors",
+    unit: "{datagram}",
+    description: "UDP receive errors by error.type: receive, rcvbuf, sndbuf, IPv4 (Udp:*Errors)",
+};
+
+/// The kernel metrics that are monotonic counters (the rest: `SYSTEM_NETWORK_CONNECTION_COUNT`).
+pub const KERNEL_COUNTERS: [MetricName; 17] = [
+    SYSTEM_NETWORK_IO,
+    SYSTEM_NETWORK_PACKET_COUNT,
+    SYSTEM_NETWORK_ERRORS,
+    SYSTEM_NETWORK_PACKET_DROPPED,
+    NETMON_TCP_ACTIVE_OPENS,
+    NETMON_TCP_PASSIVE_OPENS,
+    NETMON_TCP_ATTEMPT_FAILS,
+    NETMON_TCP_ESTAB_RESETS,
+    NETMON_TCP_SEGMENTS,
+    NETMON_TCP_RETRANS_SEGS,
+    NETMON_TCP_IN_ERRORS,
+    NETMON_TCP_RESETS_SENT,
+    NETMON_TCP_LISTEN_OVERFLOWS,
+    NETMON_TCP_LISTEN_DROPS,
+    NETMON_UDP_DATAGRAMS,
+    NETMON_UDP_NO_PORTS,
+    NETMON_UDP_ERRORS,
+];
+
 /// Every metric netmon exports.
 #[allow(dead_code, reason = "the list dashboards and tests check against")]
-pub const ALL_METRICS: [MetricName; 17] = [
+pub const ALL_METRICS: [MetricName; 35] = [
     NETFLOW_BYTES_WRITTEN,
     NETFLOW_BYTES_READ,
     NETFLOW_TCP_ESTABLISHED,
@@ -208,6 +331,24 @@ pub const ALL_METRICS: [MetricName; 17] = [
     NETMON_EXPORT_FAILURES,
     NETMON_EXPORT_DROPPED,
     NETMON_EXPORT_REJECTED,
+    SYSTEM_NETWORK_IO,
+    SYSTEM_NETWORK_PACKET_COUNT,
+    SYSTEM_NETWORK_ERRORS,
+    SYSTEM_NETWORK_PACKET_DROPPED,
+    SYSTEM_NETWORK_CONNECTION_COUNT,
+    NETMON_TCP_ACTIVE_OPENS,
+    NETMON_TCP_PASSIVE_OPENS,
+    NETMON_TCP_ATTEMPT_FAILS,
+    NETMON_TCP_ESTAB_RESETS,
+    NETMON_TCP_SEGMENTS,
+    NETMON_TCP_RETRANS_SEGS,
+    NETMON_TCP_IN_ERRORS,
+    NETMON_TCP_RESETS_SENT,
+    NETMON_TCP_LISTEN_OVERFLOWS,
+    NETMON_TCP_LISTEN_DROPS,
+    NETMON_UDP_DATAGRAMS,
+    NETMON_UDP_NO_PORTS,
+    NETMON_UDP_ERRORS,
 ];
 
 /// Bucket bounds of `dnsflow.latency` (seconds): 0.25 ms to 10 s.
