@@ -9,6 +9,8 @@ the environment's /opt. The ground truth for bytes is the byte-counting forwarde
 from __future__ import annotations
 
 import json
+import os
+import signal
 import re
 import subprocess
 import time
@@ -71,8 +73,9 @@ def xray(i: int, sampled: bool = True) -> tuple[str, str, str]:
 
 
 @pytest.mark.requires("root")
-def test_python_function_bytes_per_invocation_are_exact(
-    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_bytes_per_invocation_are_exact_and_spans_join_the_invocation_trace(
+    runtime, local_lambda, layer_opt, tmp_path, http_backend, forwarder
 ):
     fwd = forwarder(http_backend.port)
     spans_file = tmp_path / "spans.jsonl"
@@ -85,9 +88,9 @@ def test_python_function_bytes_per_invocation_are_exact(
         NETMON_OTLP_JSON=str(spans_file),
     )
     lam = local_lambda(
-        NETMON_FUNCTIONS / "netmon_python",
+        NETMON_FUNCTIONS / f"netmon_{runtime}",
         "app.handler",
-        runtime="python",
+        runtime=runtime,
         opt_dir=layer_opt,
         env=env,
         exec_wrapper=layer_opt / "netmon-wrapper",
@@ -157,3 +160,164 @@ def otlp_spans(path: Path) -> list[dict]:
             for ss in rs.get("scopeSpans", []):
                 spans.extend(ss.get("spans", []))
     return spans
+
+
+def otlp_metric_sum(path: Path, name: str) -> int:
+    """Sum of every data point of metric `name` in an OTLP JSON file (delta sums)."""
+    total = 0
+    for line in path.read_text().splitlines():
+        req = json.loads(line)
+        for rm in req.get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for m in sm.get("metrics", []):
+                    if m.get("name") != name:
+                        continue
+                    for dp in m.get("sum", {}).get("dataPoints", []):
+                        total += int(dp.get("asInt", dp.get("asDouble", 0)))
+    return total
+
+
+@pytest.mark.requires("root")
+def test_unsampled_invocations_export_metrics_but_no_spans(
+    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+):
+    fwd = forwarder(http_backend.port)
+    out = tmp_path / "otlp.jsonl"
+    env = netmon_env(layer_opt, tmp_path, NETMON_EXPORTERS="otlp-json", NETMON_OTLP_JSON=str(out))
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt, env=env,
+        exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    unsampled, u_trace, _ = xray(1, sampled=False)
+    sampled, s_trace, _ = xray(2, sampled=True)
+    for header in (unsampled, sampled):
+        r = lam.invoke(
+            {"port": fwd.port, "download": 5000, "upload": 700, "resolve": "localhost", "keepalive": False},
+            trace=header,
+        )
+        assert r.ok, r.describe()
+    sent, _ = fwd.totals()
+    lam.shutdown()
+    spans = otlp_spans(out)
+    assert not [s for s in spans if s["traceId"] == u_trace], "spans of an unsampled invocation"
+    assert [s for s in spans if s["traceId"] == s_trace], "no spans for the sampled invocation"
+    assert otlp_metric_sum(out, "netflow.bytes_written") == sent
+
+
+@pytest.mark.requires("root")
+@pytest.mark.parametrize("telemetry", ["normal", "refuse"])
+def test_without_the_interceptor_invocations_still_end_and_are_reported(
+    telemetry, local_lambda, layer_opt, tmp_path
+):
+    """No exec wrapper: the runtime runs without libnetmon.so. The Telemetry API's
+    platform.runtimeDone (or, when it is refused, nothing at all) must not hold invocations."""
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path), telemetry=telemetry,
+    )
+    results = [lam.invoke({}) for _ in range(3)]
+    for r in results:
+        assert r.ok, r.describe()
+        # Waiting for the deadline (3 s by default) would show here.
+        assert r.post_runtime_extensions_duration_ms < 1000, r.describe()
+    lines = report_lines(lam, want=4)
+    for r in results:
+        assert lines.get(r.request_id) == {"socket_level": "unavailable"}, lines
+    lam.shutdown()
+
+
+@pytest.mark.requires("root")
+def test_timeout_and_crash_leave_the_function_result_unchanged_and_are_reported(
+    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+):
+    fwd = forwarder(http_backend.port)
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path), exec_wrapper=layer_opt / "netmon-wrapper",
+        timeout_s=1.0,
+    )
+    slow = lam.invoke({"port": fwd.port, "download": 2000, "sleep_ms": 3000})
+    assert not slow.ok and "Task timed out" in slow.describe()
+    lines = report_lines(lam, want=2)
+    assert int(lines[slow.request_id]["rx_bytes"]) > 2000, lines
+    crash = lam.invoke({"port": fwd.port, "download": 3000, "crash": 3})
+    assert not crash.ok and "Runtime.ExitError" in crash.describe()
+    fine = lam.invoke({"port": fwd.port, "download": 100})
+    assert fine.ok and fine.json()["downloaded"] == 100, fine.describe()
+    lam.shutdown()
+
+
+@pytest.mark.requires("root")
+def test_a_killed_extension_does_not_affect_the_function(
+    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+):
+    fwd = forwarder(http_backend.port)
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path), exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    assert lam.invoke({"port": fwd.port, "download": 10}).ok
+    ext = [p for p in lam.pids() if Path(f"/proc/{p}/exe").resolve().name == "netmon"]
+    assert ext, lam.describe()
+    for p in ext:
+        os.kill(p, signal.SIGKILL)
+    r = lam.invoke({"port": fwd.port, "download": 1000})
+    assert r.json()["downloaded"] == 1000, r.describe()
+    lam.close()
+
+
+@pytest.mark.requires("root")
+def test_a_bad_netmon_setting_is_one_clear_log_line_and_the_function_runs(
+    local_lambda, layer_opt, tmp_path
+):
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path, NETMON_RINGS="lots"),
+        exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    r = lam.invoke({})
+    assert r.ok, r.describe()
+    errors = [ln.text for ln in lam.logs(source="extension:netmon") if "NETMON_RINGS" in ln.text]
+    assert errors == ['netmon: configuration error: NETMON_RINGS="lots" must be a number in 1..=4096; using 128'], errors
+    lam.shutdown()
+
+
+@pytest.mark.requires("root")
+def test_netmon_on_error_fail_reports_the_bad_setting_through_init_error(
+    local_lambda, layer_opt, tmp_path
+):
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path, NETMON_EMF="maybe", NETMON_ON_ERROR="fail"),
+        exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    assert not lam.init_result.ok
+    assert "Extension.ConfigInvalid" in lam.init_result.error["errorMessage"], lam.describe()
+    errors = [ln.text for ln in lam.logs(source="extension:netmon") if "NETMON_EMF" in ln.text]
+    assert errors == ['netmon: configuration error: NETMON_EMF="maybe" is not a boolean (use 1 or 0); using 0']
+    lam.close()
+
+
+@pytest.mark.requires("root")
+def test_emf_lines_carry_the_same_numbers(local_lambda, layer_opt, tmp_path, http_backend, forwarder):
+    fwd = forwarder(http_backend.port)
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path, NETMON_EMF="1", AWS_LAMBDA_FUNCTION_NAME="emf-fn"),
+        exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    r = lam.invoke({"port": fwd.port, "download": 777})
+    assert r.ok
+    lines = report_lines(lam, want=2)
+    emf = None
+    deadline = time.monotonic() + 5
+    while emf is None and time.monotonic() < deadline:
+        for ln in lam.logs(source="extension:netmon"):
+            if ln.text.startswith("{") and r.request_id in ln.text:
+                emf = json.loads(ln.text)
+        time.sleep(0.05)
+    assert emf is not None
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "netmon"
+    assert emf["RxBytes"] == int(lines[r.request_id]["rx_bytes"])
+    assert emf["TxBytes"] == int(lines[r.request_id]["tx_bytes"])
+    lam.shutdown()

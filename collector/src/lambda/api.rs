@@ -186,7 +186,16 @@ impl Extension {
             .context("telemetry subscription request failed")?;
         let status = resp.status().as_u16();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
-        status_ok(status, "telemetry subscription", &body)
+        // Lambda answers 200. Emulators answer 202 with an error document
+        // (`Telemetry.NotSupported`): that is a refusal.
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "telemetry subscription: HTTP {status}: {}",
+                body.trim()
+            ))
+        }
     }
 }
 

@@ -182,6 +182,8 @@ struct State {
     announced: std::collections::BTreeSet<u32>,
     init_ended: bool,
     invocations_seen: u64,
+    /// The Telemetry API has delivered something: its `platform.runtimeDone` can be waited for.
+    telemetry_live: bool,
     platform: Option<Receiver<PlatformEvent>>,
     function_name: String,
     emf: bool,
@@ -196,6 +198,17 @@ impl State {
         if let Some(s) = &self.session {
             self.tracker.poll(&s.region);
         }
+    }
+
+    /// Whether any process loaded the interceptor into this environment.
+    fn interceptor_attached(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| {
+            s.region
+                .header()
+                .attached_processes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        })
     }
 
     fn health(&self) -> crate::tracker::Health {
@@ -252,6 +265,10 @@ impl State {
     ) -> DoneBy {
         let mut next_collect = Instant::now() + Duration::from_millis(100);
         loop {
+            if !self.telemetry_live && !self.interceptor_attached() {
+                // Nothing can tell when the runtime is done: don't hold the invocation.
+                return DoneBy::Deadline;
+            }
             let announced = self.announce(request_id, parent, start_ns).is_some();
             if announced && Instant::now() >= next_collect {
                 self.collect();
@@ -275,9 +292,12 @@ impl State {
             }
             if let Some(rx) = &self.platform {
                 while let Ok(e) = rx.try_recv() {
-                    if matches!(&e, PlatformEvent::RuntimeDone { request_id: r, .. } if r == request_id)
-                    {
-                        return DoneBy::TelemetryApi;
+                    match &e {
+                        PlatformEvent::Delivered => self.telemetry_live = true,
+                        PlatformEvent::RuntimeDone { request_id: r, .. } if r == request_id => {
+                            return DoneBy::TelemetryApi;
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -327,13 +347,16 @@ impl State {
         }
         if !self.init_reported {
             self.init_reported = true;
-            self.emit(invocation::report(&self.tracker, 0, None));
+            let mut init = invocation::report(&self.tracker, 0, None);
+            init.socket_level = epoch.is_some();
+            self.emit(init);
         }
         let r = match epoch {
             Some(e) => invocation::report(&self.tracker, e, Some(request_id)),
             // No interceptor in the runtime: socket-level numbers are unknown.
             None => InvocationReport {
                 request_id: Some(request_id.to_string()),
+                socket_level: false,
                 ..Default::default()
             },
         };
@@ -410,6 +433,7 @@ pub fn run() -> Result<i32> {
         announced: Default::default(),
         init_ended: false,
         invocations_seen: 0,
+        telemetry_live: false,
         platform,
         function_name,
         emf: config.emf,

@@ -25,6 +25,8 @@ pub struct InvocationReport {
     pub dev_bytes: Option<(u64, u64)>,
     /// Events lost so far (all time).
     pub dropped: u64,
+    /// False when the runtime ran without the interceptor: socket-level numbers are unknown.
+    pub socket_level: bool,
 }
 
 /// Builds the report of epoch `epoch` (0 = init).
@@ -33,6 +35,7 @@ pub fn report(t: &Tracker, epoch: u32, request_id: Option<&str>) -> InvocationRe
     let mut r = InvocationReport {
         request_id: request_id.map(str::to_string),
         epoch,
+        socket_level: true,
         ..Default::default()
     };
     let mut by_dest: HashMap<String, u64> = HashMap::new();
@@ -103,15 +106,26 @@ impl InvocationReport {
             }
             None => s.push_str(" phase=init"),
         }
-        let _ = write!(
-            s,
-            " tx_bytes={} rx_bytes={} connections={} failed={} dns={} dns_failed={}",
-            self.tx_bytes, self.rx_bytes, self.connections, self.failed, self.dns, self.dns_failed
-        );
+        if self.socket_level {
+            let _ = write!(
+                s,
+                " tx_bytes={} rx_bytes={} connections={} failed={} dns={} dns_failed={}",
+                self.tx_bytes,
+                self.rx_bytes,
+                self.connections,
+                self.failed,
+                self.dns,
+                self.dns_failed
+            );
+        } else {
+            s.push_str(" socket_level=unavailable");
+        }
         if let Some((rx, tx)) = self.dev_bytes {
             let _ = write!(s, " dev_rx_bytes={rx} dev_tx_bytes={tx}");
         }
-        let _ = write!(s, " top={}", self.top.as_deref().unwrap_or("-"));
+        if self.socket_level {
+            let _ = write!(s, " top={}", self.top.as_deref().unwrap_or("-"));
+        }
         if self.dropped > 0 {
             let _ = write!(s, " dropped_events={}", self.dropped);
         }
@@ -181,6 +195,7 @@ mod tests {
             top: Some("api.x:443".into()),
             dev_bytes: Some((100, 50)),
             dropped: 0,
+            socket_level: true,
         };
         assert_eq!(
             r.log_line(),
@@ -200,7 +215,18 @@ mod tests {
         for n in &names {
             assert!(v.get(*n).is_some(), "metric {n} has no value");
         }
-        let init = InvocationReport::default();
+        let init = InvocationReport {
+            socket_level: true,
+            ..Default::default()
+        };
         assert!(init.log_line().starts_with("netmon phase=init "));
+        let blind = InvocationReport {
+            request_id: Some("r".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            blind.log_line(),
+            "netmon requestId=r socket_level=unavailable"
+        );
     }
 }

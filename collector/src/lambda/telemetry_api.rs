@@ -12,6 +12,9 @@ use std::thread::JoinHandle;
 /// A platform event netmon uses.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PlatformEvent {
+    /// A batch arrived: the API delivers (some emulators accept a subscription and never
+    /// deliver anything, and waiting on them would hold every invocation to its deadline).
+    Delivered,
     Start {
         request_id: String,
     },
@@ -108,6 +111,9 @@ impl Listener {
                     let mut body = String::new();
                     let _ = req.as_reader().read_to_string(&mut body);
                     let _ = req.respond(tiny_http::Response::empty(200));
+                    if events.send(PlatformEvent::Delivered).is_err() {
+                        return;
+                    }
                     for e in parse_batch(&body) {
                         if events.send(e).is_err() {
                             return;
@@ -176,6 +182,8 @@ mod tests {
             .status()
             .as_u16();
         assert_eq!(status, 200);
+        let e = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(e, PlatformEvent::Delivered);
         let e = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert!(matches!(e, PlatformEvent::RuntimeDone { request_id, .. } if request_id == "z"));
     }

@@ -2,12 +2,14 @@
 
 One module-level keep-alive connection is reused across invocations (and, if INIT_PORT is set,
 opened at init with a first download), the way SDK clients are.
-The event: {"port": P, "download": N, "upload": M, "keepalive": bool, "resolve": name}.
+The event: {"port": P, "download": N, "upload": M, "keepalive": bool, "resolve": name,
+"sleep_ms": N (after the exchange), "crash": exit code (after the exchange)}.
 """
 
 import http.client
 import os
 import socket
+import time
 
 CONN = None
 
@@ -43,8 +45,12 @@ def handler(event, context):
     if not event.get("keepalive", True) and CONN is not None:
         CONN.close()
         CONN = None
-    got = _exchange(event["port"], event.get("download", 0), event.get("upload", 0))
+    got = _exchange(event["port"], event.get("download", 0), event.get("upload", 0)) if event.get("port") else 0
     if not event.get("keepalive", True):
         CONN.close()
         CONN = None
+    if event.get("sleep_ms"):
+        time.sleep(event["sleep_ms"] / 1000)
+    if "crash" in event:
+        os._exit(event["crash"])
     return {"downloaded": got}
