@@ -176,6 +176,11 @@ impl FlowLog {
         &self.path
     }
 
+    /// Whether an interval has ended by `now_ns` (then [`poll`](Self::poll) writes it).
+    pub fn due(&self, now_ns: u64) -> bool {
+        now_ns >= self.window_start_ns + self.interval_ns
+    }
+
     /// Writes every interval that ended by `now_ns`.
     pub fn poll(
         &mut self,

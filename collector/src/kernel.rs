@@ -114,8 +114,9 @@ pub struct KernelMonitor {
     /// Monitored processes: the started program, every process the interceptor reported, and
     /// their descendants.
     pids: BTreeSet<u32>,
-    /// Processes whose fds could be read in the last scan.
-    live: BTreeSet<u32>,
+    /// Processes that exited: no longer scanned, so a pid the kernel gives to an unrelated
+    /// process later is not taken for the program (unless a monitored process starts it).
+    gone: HashSet<u32>,
     /// Socket inode → (pid, fd), from the last fd scan.
     owners: HashMap<u64, (u32, i32)>,
     fds: Vec<SocketFd>,
@@ -152,7 +153,7 @@ impl KernelMonitor {
             sampler,
             started_ns: unix_ns(),
             pids: BTreeSet::new(),
-            live: BTreeSet::new(),
+            gone: HashSet::new(),
             owners: HashMap::new(),
             fds: Vec::new(),
             looked_up: HashMap::new(),
@@ -170,7 +171,7 @@ impl KernelMonitor {
 
     /// Adds a process to watch (its descendants are found by themselves).
     pub fn watch(&mut self, pid: u32) {
-        if pid != 0 && pid != std::process::id() {
+        if pid != 0 && pid != std::process::id() && !self.gone.contains(&pid) {
             self.pids.insert(pid);
         }
     }
@@ -229,18 +230,31 @@ impl KernelMonitor {
     /// Reads the fds of every monitored process; `true` if one names a socket not looked up
     /// in the tables yet.
     fn scan_fds(&mut self) -> bool {
+        let before = self.pids.len();
         process::add_descendants(&self.root, &mut self.pids);
+        if self.pids.len() != before {
+            // A monitored process started them: theirs now, whatever the pid was before.
+            let pids = &self.pids;
+            self.gone.retain(|p| !pids.contains(p));
+        }
         self.owners.clear();
-        self.live.clear();
+        let mut exited = Vec::new();
         for &pid in &self.pids {
             self.fds.clear();
-            // A process that exited, or whose fds are not ours to read, has nothing to add.
-            if fd::read_socket_fds(&self.root, pid, &mut self.fds).is_ok() {
-                self.live.insert(pid);
-                for s in &self.fds {
-                    self.owners.insert(s.inode, (pid, s.fd));
+            match fd::read_socket_fds(&self.root, pid, &mut self.fds) {
+                Ok(_) => {
+                    for s in &self.fds {
+                        self.owners.insert(s.inode, (pid, s.fd));
+                    }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => exited.push(pid),
+                // Not ours to read (another user's process): nothing to add.
+                Err(_) => {}
             }
+        }
+        for pid in exited {
+            self.pids.remove(&pid);
+            self.gone.insert(pid);
         }
         self.fd_scans += 1;
         self.owners
@@ -798,11 +812,13 @@ impl Observer {
     /// One step of the run loop.
     pub fn poll(&mut self, tracker: &Tracker) {
         self.monitor.poll(tracker, Instant::now());
+        let now = unix_ns();
         if let Some(log) = &mut self.flow_log
             && self.error.is_none()
+            && log.due(now)
         {
             let unseen = self.monitor.unseen(tracker);
-            if let Err(e) = log.poll(tracker, &unseen, unix_ns()) {
+            if let Err(e) = log.poll(tracker, &unseen, now) {
                 self.error = Some(e);
             }
         }
