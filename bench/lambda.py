@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Lambda overhead benchmark, against the local Lambda of the test suite.
+
+    python3 bench/lambda.py [--invocations N]
+
+Builds the release binaries and the layer, then runs the same Python function (awslambdaric;
+each invocation resolves `localhost` and does an HTTP GET and POST over a keep-alive connection
+to a local server) N times in three environments: without netmon, with the netmon layer
+exporting OTLP/gRPC to a local rotel receiver in the default `background` flush policy, and the
+same with `NETMON_FLUSH=end`. Prints a Markdown report: the extension's post-runtime duration
+(Lambda's PostRuntimeExtensionsDuration: from the runtime's `next` to the last extension's
+`next`), the function's runtime duration with and without the interceptor, the extension's
+time from start to registered, its peak RSS, and the layer's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from support import harness  # noqa: E402
+from support.lambda_local import LambdaConfig, LocalLambda  # noqa: E402
+from support.otlp import Rotel  # noqa: E402
+
+NETMON = REPO / "target" / "release" / "netmon"
+FUNCTION = REPO / "tests" / "e2e" / "lambda" / "functions" / "netmon_python"
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def layer(work: Path) -> tuple[Path, int]:
+    zpath = work / "netmon-layer.zip"
+    subprocess.run([NETMON, "layer", "--out", zpath], check=True, capture_output=True)
+    opt = work / "opt"
+    with zipfile.ZipFile(zpath) as z:
+        for info in z.infolist():
+            target = opt / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(info))
+            target.chmod((info.external_attr >> 16) & 0o777)
+    return opt, zpath.stat().st_size
+
+
+def run(cfg: LambdaConfig, n: int, port: int) -> dict:
+    lam = LocalLambda(cfg).start()
+    try:
+        event = {"port": port, "download": 10_000, "upload": 1_000, "resolve": "localhost"}
+        post, runtime = [], []
+        for _ in range(n):
+            r = lam.invoke(event)
+            if not r.ok:
+                raise SystemExit(r.describe())
+            runtime.append(r.runtime_duration_ms)
+            if r.post_runtime_extensions_duration_ms is not None:
+                post.append(r.post_runtime_extensions_duration_ms)
+        rss_kib = None
+        for pid in lam.pids():
+            try:
+                if Path(f"/proc/{pid}/exe").resolve().name == "netmon":
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    rss_kib = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+            except OSError:
+                pass
+        registered = None
+        for ln in lam.logs(source="extension:netmon"):
+            m = re.search(r"extension registered in ([\d.]+) ms", ln.text)
+            if m:
+                registered = float(m.group(1))
+        lam.shutdown()
+        return {"post": post, "runtime": runtime, "rss_kib": rss_kib, "registered_ms": registered}
+    finally:
+        lam.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--invocations", type=int, default=300)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--workspace"], cwd=REPO, check=True, capture_output=True)
+    work = Path(tempfile.mkdtemp(prefix="netmon-lambda-bench-"))
+    opt, zip_size = layer(work)
+    server = harness.start_server("http", work / "logs")
+    rotel = Rotel(work / "logs").start()
+    try:
+        base = dict(function_dir=FUNCTION, handler="app.handler", runtime="python", work_dir=work)
+        netmon_env = {
+            "NETMON_SHM_DIR": str(work / "shm"),
+            "NETMON_LIB": str(opt / "lib" / "libnetmon.so"),
+            "NETMON_DEBUG": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{rotel.grpc_port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        }
+        wrapper = str(opt / "netmon-wrapper")
+        plain = run(LambdaConfig(**base), args.invocations, server.port)
+        background = run(
+            LambdaConfig(**base, opt_dir=opt, env=netmon_env, exec_wrapper=wrapper), args.invocations, server.port
+        )
+        end = run(
+            LambdaConfig(**base, opt_dir=opt, env={**netmon_env, "NETMON_FLUSH": "end"}, exec_wrapper=wrapper),
+            args.invocations,
+            server.port,
+        )
+    finally:
+        rotel.kill()
+        server.stop()
+
+    n = args.invocations
+    print(f"netmon Lambda benchmark, {date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"{n} invocations per environment (local Lambda, awslambdaric, OTLP/gRPC to rotel)\n")
+    print("| measure | without netmon | netmon, flush=background | netmon, flush=end | target |")
+    print("|---|---|---|---|---|")
+
+    def ms(v):
+        return f"{v:.2f} ms"
+
+    print(f"| post-runtime extension duration, median | — | {ms(statistics.median(background['post']))} | "
+          f"{ms(statistics.median(end['post']))} | ≤ 1 ms |")
+    print(f"| post-runtime extension duration, p99 | — | {ms(pct(background['post'], 99))} | "
+          f"{ms(pct(end['post'], 99))} | ≤ 5 ms |")
+    print(f"| runtime duration (function code), median | {ms(statistics.median(plain['runtime']))} | "
+          f"{ms(statistics.median(background['runtime']))} | {ms(statistics.median(end['runtime']))} | — |")
+    print(f"| extension start → registered | — | {ms(background['registered_ms'] or float('nan'))} | "
+          f"{ms(end['registered_ms'] or float('nan'))} | ≤ 10 ms |")
+    rss = background["rss_kib"]
+    print(f"| extension peak RSS | — | {rss / 1024:.1f} MiB | {(end['rss_kib'] or 0) / 1024:.1f} MiB | ≤ 16 MiB |")
+    print(f"| layer zip | — | {zip_size / 2**20:.1f} MiB | | ≤ 8 MiB |")
+    ok = (
+        statistics.median(background["post"]) <= 1
+        and pct(background["post"], 99) <= 5
+        and (background["registered_ms"] or 99) <= 10
+        and (rss or 1 << 30) <= 16 * 1024
+        and zip_size <= 8 << 20
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
