@@ -184,6 +184,11 @@ struct State {
     invocations_seen: u64,
     /// The Telemetry API has delivered something: its `platform.runtimeDone` can be waited for.
     telemetry_live: bool,
+    /// Interface counters (rx, tx) at the start of the current phase (init, then each
+    /// invocation), from `/proc/net/dev`.
+    dev_mark: Option<(u64, u64)>,
+    /// The init phase's interface bytes, measured when the first invocation starts.
+    init_dev: Option<(u64, u64)>,
     platform: Option<Receiver<PlatformEvent>>,
     function_name: String,
     emf: bool,
@@ -327,6 +332,16 @@ impl State {
             .map(|m| m.epoch)
     }
 
+    /// Interface bytes since the last mark, and a new mark.
+    fn dev_interval(&mut self) -> Option<(u64, u64)> {
+        let now = read_dev()?;
+        let before = self.dev_mark.replace(now)?;
+        Some((
+            now.0.saturating_sub(before.0),
+            now.1.saturating_sub(before.1),
+        ))
+    }
+
     fn emit(&self, mut r: InvocationReport) {
         if let Some(s) = &self.session {
             r.dropped = self.tracker.health(&s.region).events_dropped;
@@ -349,9 +364,10 @@ impl State {
             self.init_reported = true;
             let mut init = invocation::report(&self.tracker, 0, None);
             init.socket_level = epoch.is_some();
+            init.dev_bytes = self.init_dev.take();
             self.emit(init);
         }
-        let r = match epoch {
+        let mut r = match epoch {
             Some(e) => invocation::report(&self.tracker, e, Some(request_id)),
             // No interceptor in the runtime: socket-level numbers are unknown.
             None => InvocationReport {
@@ -360,6 +376,7 @@ impl State {
                 ..Default::default()
             },
         };
+        r.dev_bytes = self.dev_interval();
         self.emit(r);
         self.marks_seen = self.tracker.invocations_pruned + self.tracker.invocations.len();
         // Forget what is reported and exported: an environment may serve millions of
@@ -434,6 +451,8 @@ pub fn run() -> Result<i32> {
         init_ended: false,
         invocations_seen: 0,
         telemetry_live: false,
+        dev_mark: read_dev(),
+        init_dev: None,
         platform,
         function_name,
         emf: config.emf,
@@ -462,6 +481,11 @@ fn event_loop(ext: &Extension, state: &mut State) -> Result<i32> {
             } => {
                 let start_ns = now_ns();
                 state.invocations_seen += 1;
+                // The environment was frozen since the last report: the interval starts now.
+                let since = state.dev_interval();
+                if state.invocations_seen == 1 {
+                    state.init_dev = since;
+                }
                 let parent = tracing
                     .as_ref()
                     .and_then(|t| xray::parse(&t.value))
@@ -532,6 +556,11 @@ fn start_pipeline(config: &Config, function_name: &str) -> Option<Pipeline> {
         executable: function_name.to_string(),
         pid: None,
     })
+}
+
+/// Interface bytes (rx, tx) from `/proc/net/dev`, see [`invocation::interface_bytes`].
+fn read_dev() -> Option<(u64, u64)> {
+    invocation::interface_bytes(&std::fs::read("/proc/net/dev").ok()?)
 }
 
 fn now_ns() -> u64 {

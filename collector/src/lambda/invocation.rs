@@ -93,6 +93,28 @@ pub fn report(t: &Tracker, epoch: u32, request_id: Option<&str>) -> InvocationRe
     r
 }
 
+/// Bytes (rx, tx) of the function's interfaces in a `/proc/net/dev` text: the ones Lambda
+/// names `vinternal*` when there are any, else every interface but loopback.
+pub fn interface_bytes(proc_net_dev: &[u8]) -> Option<(u64, u64)> {
+    let mut ifs = Vec::new();
+    let stats = netmon_procnet::dev::parse(proc_net_dev, &mut ifs);
+    if stats.unknown_format {
+        return None;
+    }
+    let lambda = ifs.iter().any(|i| i.name.as_str().starts_with("vinternal"));
+    let chosen = ifs.iter().filter(|i| {
+        let n = i.name.as_str();
+        if lambda {
+            n.starts_with("vinternal")
+        } else {
+            n != "lo"
+        }
+    });
+    Some(chosen.fold((0, 0), |(rx, tx), i| {
+        (rx + i.counters.rx_bytes, tx + i.counters.tx_bytes)
+    }))
+}
+
 /// `EINPROGRESS` on Linux (all architectures Lambda runs on).
 const EINPROGRESS: i32 = 115;
 
@@ -180,6 +202,20 @@ impl InvocationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_bytes_prefer_lambda_interfaces() {
+        let head = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n";
+        let lambda = format!(
+            "{head}    lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\nvinternal_1: 5000 4 0 0 0 0 0 0 700 3 0 0 0 0 0 0\nvint_runtime: 900 4 0 0 0 0 0 0 800 3 0 0 0 0 0 0\n"
+        );
+        assert_eq!(interface_bytes(lambda.as_bytes()), Some((5000, 700)));
+        let host = format!(
+            "{head}    lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n  eth0: 10 1 0 0 0 0 0 0 20 1 0 0 0 0 0 0\n  eth1: 1 1 0 0 0 0 0 0 2 1 0 0 0 0 0 0\n"
+        );
+        assert_eq!(interface_bytes(host.as_bytes()), Some((11, 22)));
+        assert_eq!(interface_bytes(b"garbage"), None);
+    }
 
     #[test]
     fn log_line_and_emf() {
