@@ -26,12 +26,13 @@ NETMON_FUNCTIONS = Path(__file__).resolve().parent / "lambda" / "functions"
 LINE = re.compile(r"^netmon (requestId=(?P<id>\S+)|phase=init) (?P<rest>.*)$")
 
 
-@pytest.fixture
-def layer_opt(netmon_bin, tmp_path) -> Path:
-    """`netmon layer` unzipped into an /opt-like folder (modes kept, as Lambda does)."""
-    zpath = tmp_path / "netmon-layer.zip"
+@pytest.fixture(scope="session")
+def layer_opt(netmon_bin, work_dir) -> Path:
+    """`netmon layer` unzipped into an /opt-like folder (modes kept, as Lambda does); built
+    once per session, read-only to the environments that use it."""
+    zpath = work_dir / "netmon-layer.zip"
     subprocess.run([netmon_bin, "layer", "--out", zpath], check=True, capture_output=True)
-    opt = tmp_path / "opt"
+    opt = work_dir / "opt"
     with zipfile.ZipFile(zpath) as z:
         for info in z.infolist():
             target = opt / info.filename
