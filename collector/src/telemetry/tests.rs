@@ -460,3 +460,109 @@ fn unreachable_receiver_never_blocks_and_losses_are_counted() {
     assert!(r.metric_points_dropped > 0, "{r:?}");
     assert!(r.failed_requests > 0, "{r:?}");
 }
+
+/// Lambda: a DNS span of each invocation epoch joins that invocation's trace — the X-Ray
+/// parent when given, its own `invocation` root span otherwise — and an unsampled invocation
+/// exports no spans.
+#[test]
+fn lambda_invocations_get_their_own_traces() {
+    use super::pipeline::RemoteParent;
+    use opentelemetry::trace::{SpanId, TraceId};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let mut p = pipeline(flags("otlp-json", Some(&path)), &[]);
+    let mut t = Tracker::new();
+    let xray = RemoteParent {
+        trace_id: TraceId::from(0x5759e988bd862e3fe1be46a994272793_u128),
+        span_id: Some(SpanId::from(0x53995c3f42cd8ad8_u64)),
+        sampled: true,
+    };
+    let unsampled = RemoteParent {
+        trace_id: TraceId::from(0x1111_u128),
+        span_id: Some(SpanId::from(0x22_u64)),
+        sampled: false,
+    };
+    p.begin_invocation(0, None, None, true, T0);
+    p.begin_invocation(1, Some("req-1"), Some(xray), true, T0 + 10);
+    p.begin_invocation(2, Some("req-2"), None, false, T0 + 20);
+    p.begin_invocation(3, Some("req-3"), Some(unsampled), false, T0 + 30);
+    for epoch in 0..4u32 {
+        t.lookups.push(DnsLookup {
+            pid: 100,
+            tid: 100,
+            epoch,
+            name: format!("e{epoch}.example"),
+            source: DnsSource::Getaddrinfo,
+            start_ns: T0 + 10 * epoch as u64 + 1,
+            duration_ns: 5,
+            answers: vec![],
+            rcode: 0,
+            error: None,
+        });
+    }
+    p.collect(&t, Health::default());
+    for epoch in 0..4 {
+        p.end_invocation(epoch, T0 + 10 * epoch as u64 + 9);
+    }
+    p.shutdown(
+        &t,
+        Health::default(),
+        Instant::now() + Duration::from_secs(5),
+    );
+
+    let mut spans = Vec::new();
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        if line.contains("resourceSpans") {
+            let r: ExportTraceServiceRequest = serde_json::from_str(line).unwrap();
+            spans.extend(
+                r.resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                    .flat_map(|s| s.spans),
+            );
+        }
+    }
+    let named = |n: &str| spans.iter().filter(|s| s.name == n).collect::<Vec<_>>();
+    let dns = named("dns.lookup");
+    assert_eq!(
+        dns.len(),
+        3,
+        "the unsampled invocation's lookup is not exported"
+    );
+    let x = dns
+        .iter()
+        .find(|s| s.trace_id == xray.trace_id.to_bytes().to_vec())
+        .expect("the X-Ray invocation's lookup");
+    assert_eq!(
+        x.parent_span_id,
+        0x53995c3f42cd8ad8_u64.to_be_bytes().to_vec()
+    );
+    let inv = named("invocation");
+    assert_eq!(
+        inv.len(),
+        1,
+        "one root span, for the invocation without a header"
+    );
+    let own = dns
+        .iter()
+        .find(|s| s.trace_id == inv[0].trace_id)
+        .expect("the lookup under the invocation root");
+    assert_eq!(own.parent_span_id, inv[0].span_id);
+    let ids: Vec<String> = inv[0]
+        .attributes
+        .iter()
+        .filter(|kv| kv.key == "faas.invocation_id")
+        .filter_map(|kv| match &kv.value.as_ref()?.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["req-2"]);
+    let init = named("init");
+    assert_eq!(init.len(), 1);
+    assert!(dns.iter().any(|s| s.trace_id == init[0].trace_id));
+    assert!(
+        named("process").is_empty(),
+        "no process root spans in Lambda"
+    );
+}
