@@ -327,3 +327,22 @@ def test_emf_lines_carry_the_same_numbers(local_lambda, layer_opt, tmp_path, htt
     assert emf["RxBytes"] == int(lines[r.request_id]["rx_bytes"])
     assert emf["TxBytes"] == int(lines[r.request_id]["tx_bytes"])
     lam.shutdown()
+
+
+@pytest.mark.requires("root")
+def test_runtime_api_with_a_path_prefix(local_lambda, layer_opt, tmp_path, http_backend, forwarder):
+    """AWS_LAMBDA_RUNTIME_API=host:port/prefix: the extension and the interceptor both cope."""
+    fwd = forwarder(http_backend.port)
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path), exec_wrapper=layer_opt / "netmon-wrapper",
+        runtime_api_prefix="/prefix",
+    )
+    before = fwd.totals()
+    r = lam.invoke({"port": fwd.port, "download": 2048})
+    assert r.ok, r.describe()
+    after = fwd.totals()
+    got = report_lines(lam, want=2)[r.request_id]
+    assert (int(got["tx_bytes"]), int(got["rx_bytes"])) == (after[0] - before[0], after[1] - before[1])
+    assert r.post_runtime_extensions_duration_ms < 1000, r.describe()
+    lam.shutdown()
