@@ -377,6 +377,11 @@ impl State {
             },
         };
         r.dev_bytes = self.dev_interval();
+        if let Some(p) = &self.pipeline
+            && r.socket_level
+        {
+            p.record_invocation(r.tx_bytes, r.rx_bytes);
+        }
         self.emit(r);
         self.marks_seen = self.tracker.invocations_pruned + self.tracker.invocations.len();
         // Forget what is reported and exported: an environment may serve millions of

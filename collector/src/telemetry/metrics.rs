@@ -74,6 +74,7 @@ pub struct Metrics {
     dns_count: Counter<u64>,
     dns_latency: Histogram<f64>,
     dns_latency_max: Gauge<f64>,
+    net_io: Histogram<u64>,
     events_dropped: Counter<u64>,
     records_rejected: Counter<u64>,
     sockets_untracked: Counter<u64>,
@@ -132,6 +133,12 @@ impl Metrics {
                 .with_boundaries(schema::DNS_LATENCY_BUCKETS.to_vec())
                 .build(),
             dns_latency_max: gauge(&m, schema::DNSFLOW_LATENCY_MAX),
+            net_io: m
+                .u64_histogram(schema::FAAS_NET_IO.name)
+                .with_unit(schema::FAAS_NET_IO.unit)
+                .with_description(schema::FAAS_NET_IO.description)
+                .with_boundaries(schema::FAAS_NET_IO_BUCKETS.to_vec())
+                .build(),
             events_dropped: counter(&m, schema::NETMON_EVENTS_DROPPED),
             records_rejected: counter(&m, schema::NETMON_RECORDS_REJECTED),
             sockets_untracked: counter(&m, schema::NETMON_SOCKETS_UNTRACKED),
@@ -222,20 +229,25 @@ impl Metrics {
         }
     }
 
-    /// netmon's own health: region losses since the last call.
-    pub fn publish_region_health(&self, dropped: u64, rejected: u64, untracked: u64) {
-        if dropped > 0 {
-            self.events_dropped.add(dropped, &[]);
-        }
-        if rejected > 0 {
-            self.records_rejected.add(rejected, &[]);
-        }
-        if untracked > 0 {
-            self.sockets_untracked.add(untracked, &[]);
+    /// One Lambda invocation's socket-level bytes (`faas.net_io`).
+    pub fn record_invocation(&self, sent: u64, received: u64) {
+        for (direction, bytes) in [("transmit", sent), ("receive", received)] {
+            self.net_io.record(
+                bytes,
+                &[KeyValue::new(schema::NETWORK_IO_DIRECTION, direction)],
+            );
         }
     }
 
-    /// netmon's own health: export problems since the last call.
+    /// netmon's own health: region losses since the last call. Zeros are recorded too, so a
+    /// healthy run reports 0 rather than nothing (dashboards and alerts tell the two apart).
+    pub fn publish_region_health(&self, dropped: u64, rejected: u64, untracked: u64) {
+        self.events_dropped.add(dropped, &[]);
+        self.records_rejected.add(rejected, &[]);
+        self.sockets_untracked.add(untracked, &[]);
+    }
+
+    /// netmon's own health: export problems since the last call (zeros too, as above).
     pub fn publish_export_health(
         &self,
         exporter: &'static str,
@@ -246,15 +258,9 @@ impl Metrics {
             KeyValue::new(schema::TAG_EXPORTER, exporter),
             KeyValue::new(schema::TAG_SIGNAL, signal),
         ];
-        if h.failures > 0 {
-            self.export_failures.add(h.failures, &attrs);
-        }
-        if h.dropped > 0 {
-            self.export_dropped.add(h.dropped, &attrs);
-        }
-        if h.rejected > 0 {
-            self.export_rejected.add(h.rejected, &attrs);
-        }
+        self.export_failures.add(h.failures, &attrs);
+        self.export_dropped.add(h.dropped, &attrs);
+        self.export_rejected.add(h.rejected, &attrs);
     }
 
     /// Reads the instruments: with delta temporality, what changed since the last call.
@@ -287,5 +293,159 @@ fn points<T>(d: &MetricData<T>) -> usize {
         MetricData::Sum(s) => s.data_points().count(),
         MetricData::Histogram(h) => h.data_points().count(),
         MetricData::ExponentialHistogram(h) => h.data_points().count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{DEFAULT_INTERVAL, KernelMonitor, KernelOptions, MetricDelta};
+    use crate::telemetry::flows::{DnsKey, FlowKey};
+    use crate::tracker::{Direction, Tracker, Transport};
+    use schema::Kind;
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+
+    /// The instrument and the attribute keys of each data point of a metric.
+    fn shape<T>(d: &MetricData<T>) -> (Kind, Vec<String>) {
+        let keys = |it: &mut dyn Iterator<Item = &KeyValue>| -> Vec<String> {
+            it.map(|kv| kv.key.to_string()).collect()
+        };
+        match d {
+            MetricData::Gauge(g) => (
+                Kind::Gauge,
+                g.data_points()
+                    .flat_map(|p| keys(&mut p.attributes()))
+                    .collect(),
+            ),
+            MetricData::Sum(s) => (
+                if s.is_monotonic() {
+                    Kind::Counter
+                } else {
+                    Kind::UpDownCounter
+                },
+                s.data_points()
+                    .flat_map(|p| keys(&mut p.attributes()))
+                    .collect(),
+            ),
+            MetricData::Histogram(h) => (
+                Kind::Histogram,
+                h.data_points()
+                    .flat_map(|p| keys(&mut p.attributes()))
+                    .collect(),
+            ),
+            MetricData::ExponentialHistogram(_) => {
+                panic!("netmon records no exponential histogram")
+            }
+        }
+    }
+
+    /// What the SDK exports is what `schema` says — the list the dashboards are checked
+    /// against: every metric is declared, recorded with the declared instrument, and carries
+    /// only declared attributes (plus the overflow marker).
+    #[test]
+    fn exported_metrics_match_the_schema() {
+        let m = Metrics::new(
+            Resource::builder_empty().build(),
+            Temporality::Cumulative,
+            100,
+        );
+        let mut names = Names::default();
+        let domain = names.intern("api.example.com");
+        let mut agg = Aggregates::new(100);
+        let out = agg.flow(FlowKey {
+            direction: Direction::Outgoing,
+            transport: Transport::Tcp,
+            src_ip: Some(IpAddr::from([10, 0, 0, 5])),
+            src_port: None,
+            dst_ip: IpAddr::from([93, 184, 216, 34]),
+            dst_port: Some(443),
+            pid: 7,
+            domain: Some(domain),
+            overflow: false,
+        });
+        out.bytes_written = 10;
+        out.bytes_read = 20;
+        out.established = 1;
+        out.closed = 1;
+        out.retransmits = 2;
+        out.rtt_sum = 200.0;
+        out.rtt_var_sum = 20.0;
+        out.rtt_n = 1;
+        out.fail(111);
+        let incoming = agg.flow(FlowKey {
+            direction: Direction::Incoming,
+            transport: Transport::Tcp,
+            src_ip: Some(IpAddr::from([10, 0, 0, 5])),
+            src_port: Some(8080),
+            dst_ip: IpAddr::from([10, 0, 0, 9]),
+            dst_port: None,
+            pid: 7,
+            domain: None,
+            overflow: false,
+        });
+        incoming.bytes_read = 5;
+        agg.lookup(
+            DnsKey {
+                domain,
+                rcode: 3,
+                pid: 7,
+                overflow: false,
+            },
+            0.002,
+        );
+        m.publish(
+            &mut agg,
+            &names,
+            &HashMap::from([(7, "python3".to_string())]),
+        );
+        let mut kernel = KernelMonitor::new(&KernelOptions {
+            root: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../procnet/tests/fixtures/root"),
+            interval: DEFAULT_INTERVAL,
+        });
+        kernel.finish(&Tracker::new());
+        // Every point the fixture gives, as a change (unchanged counters are not exported).
+        let deltas: Vec<MetricDelta> = kernel
+            .take_metric_points()
+            .unwrap()
+            .into_iter()
+            .map(|p| MetricDelta {
+                metric: p.metric,
+                kind: p.kind,
+                attributes: p.attributes,
+                delta: 1,
+            })
+            .collect();
+        m.publish_kernel(&deltas);
+        m.publish_region_health(1, 0, 0);
+        m.publish_export_health("otlp", "traces", &ExportHealth::default());
+        m.record_invocation(100, 200);
+
+        let rm = m.collect().unwrap();
+        let mut seen = HashSet::new();
+        for metric in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            let declared = schema::ALL_METRICS
+                .iter()
+                .find(|d| d.name == metric.name())
+                .unwrap_or_else(|| panic!("{} is not in the schema", metric.name()));
+            let (kind, keys) = match metric.data() {
+                AggregatedMetrics::F64(d) => shape(d),
+                AggregatedMetrics::U64(d) => shape(d),
+                AggregatedMetrics::I64(d) => shape(d),
+            };
+            assert_eq!(kind, declared.kind, "{}", declared.name);
+            for k in keys {
+                assert!(
+                    declared.attributes.contains(&k.as_str()) || k == schema::OVERFLOW_ATTRIBUTE,
+                    "{} carries {k}, which the schema does not list",
+                    declared.name
+                );
+            }
+            seen.insert(declared.name);
+        }
+        for d in schema::ALL_METRICS {
+            assert!(seen.contains(d.name), "{} was not exercised", d.name);
+        }
     }
 }

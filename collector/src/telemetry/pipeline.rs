@@ -261,6 +261,12 @@ impl Pipeline {
         self.invocations.retain(|e, _| *e >= epoch);
     }
 
+    /// Lambda: one invocation's socket-level bytes, for the per-invocation distribution
+    /// (`faas.net_io`), exported with the next metrics.
+    pub fn record_invocation(&self, sent: u64, received: u64) {
+        self.metrics.record_invocation(sent, received);
+    }
+
     /// The trace for a span recorded by `pid` in `epoch` covering `[start, end]`, or `None`
     /// when it must not be exported (an unsampled invocation).
     fn trace_of_event(

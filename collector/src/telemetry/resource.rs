@@ -241,6 +241,30 @@ mod tests {
         assert_eq!(get(&a, "cloud.region").as_deref(), Some("eu-west-1"));
     }
 
+    /// Without `OTEL_RESOURCE_ATTRIBUTES`, every key is in the list dashboards use.
+    #[test]
+    fn every_resource_attribute_is_in_the_schema() {
+        let (a, _) = attributes(
+            &workload(),
+            Some("box"),
+            &env(&[
+                ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+                ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+                ("AWS_LAMBDA_LOG_STREAM_NAME", "2024/01/01/[$LATEST]abc"),
+                ("AWS_REGION", "eu-west-1"),
+            ]),
+        );
+        let r = build(a);
+        assert!(r.len() >= schema::RESOURCE_ATTRIBUTES.len());
+        for (k, _) in r.iter() {
+            assert!(
+                schema::RESOURCE_ATTRIBUTES.contains(&k.as_str()),
+                "{k} is not in schema::RESOURCE_ATTRIBUTES"
+            );
+        }
+    }
+
     #[test]
     fn sdk_resource_has_telemetry_sdk() {
         let (a, _) = attributes(&workload(), None, &env(&[]));

@@ -54,6 +54,46 @@ pub const NETMON_DNS_SOURCE: &str = "netmon.dns.source";
 /// The DNS response code of a lookup (-1: timeout).
 pub const NETMON_DNS_RCODE: &str = "netmon.dns.rcode";
 
+/// Every span name.
+#[allow(dead_code, reason = "the list dashboards and tests check against")]
+pub const SPAN_NAMES: &[&str] = &[
+    SPAN_DNS_LOOKUP,
+    SPAN_CONNECT,
+    SPAN_ACCEPT,
+    SPAN_PROCESS,
+    SPAN_INVOCATION,
+    SPAN_INIT,
+];
+
+/// Every span attribute.
+#[allow(dead_code, reason = "the list dashboards and tests check against")]
+pub const SPAN_ATTRIBUTES: &[&str] = &[
+    DNS_QUESTION_NAME,
+    DNS_ANSWERS,
+    ERROR_TYPE,
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
+    NETWORK_LOCAL_ADDRESS,
+    NETWORK_LOCAL_PORT,
+    NETWORK_TRANSPORT,
+    NETWORK_TYPE,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    CLIENT_ADDRESS,
+    CLIENT_PORT,
+    SERVICE_PEER_NAME,
+    PEER_SERVICE,
+    PROCESS_PID,
+    PROCESS_PARENT_PID,
+    PROCESS_EXECUTABLE_NAME,
+    THREAD_ID,
+    NETMON_DNS_SOURCE,
+    NETMON_DNS_RCODE,
+    FAAS_INVOCATION_ID,
+    FAAS_COLDSTART,
+    FAAS_TRIGGER,
+];
+
 // ------------------------------------------------------------------ resource attributes
 
 pub const SERVICE_NAME: &str = semconv::SERVICE_NAME;
@@ -68,6 +108,29 @@ pub const FAAS_MAX_MEMORY: &str = semconv::FAAS_MAX_MEMORY;
 pub const CLOUD_PROVIDER: &str = semconv::CLOUD_PROVIDER;
 pub const CLOUD_PLATFORM: &str = semconv::CLOUD_PLATFORM;
 pub const CLOUD_REGION: &str = semconv::CLOUD_REGION;
+pub const TELEMETRY_SDK_NAME: &str = semconv::TELEMETRY_SDK_NAME;
+pub const TELEMETRY_SDK_LANGUAGE: &str = semconv::TELEMETRY_SDK_LANGUAGE;
+pub const TELEMETRY_SDK_VERSION: &str = semconv::TELEMETRY_SDK_VERSION;
+
+/// Every resource attribute netmon sets (`OTEL_RESOURCE_ATTRIBUTES` may add others). Backends
+/// that turn resource attributes into labels put these on every series.
+#[allow(dead_code, reason = "the list dashboards and tests check against")]
+pub const RESOURCE_ATTRIBUTES: &[&str] = &[
+    SERVICE_NAME,
+    PROCESS_PID,
+    PROCESS_EXECUTABLE_NAME,
+    HOST_NAME,
+    FAAS_NAME,
+    FAAS_VERSION,
+    FAAS_INSTANCE,
+    FAAS_MAX_MEMORY,
+    CLOUD_PROVIDER,
+    CLOUD_PLATFORM,
+    CLOUD_REGION,
+    TELEMETRY_SDK_NAME,
+    TELEMETRY_SDK_LANGUAGE,
+    TELEMETRY_SDK_VERSION,
+];
 
 // ------------------------------------------------------------------ netflow / dnsflow tags
 
@@ -95,99 +158,215 @@ pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
 
 // ------------------------------------------------------------------ metrics: (name, unit)
 
-/// A metric's name, unit and description.
+/// The instrument a metric is recorded with: it decides the OTLP data type (and so how
+/// Prometheus-style backends name it: `_total` for counters, `_bucket` for histograms, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A monotonic sum.
+    Counter,
+    /// A non-monotonic sum.
+    UpDownCounter,
+    Gauge,
+    /// An explicit-bucket histogram.
+    Histogram,
+}
+
+/// A metric's name, unit, description, instrument and the data point attributes it can carry
+/// (besides the resource's, and `otel.metric.overflow` on the cardinality-limit overflow point).
 #[derive(Clone, Copy, Debug)]
 pub struct MetricName {
     pub name: &'static str,
     pub unit: &'static str,
     pub description: &'static str,
+    #[allow(dead_code, reason = "checked against what the SDK exports, by tests")]
+    pub kind: Kind,
+    #[allow(dead_code, reason = "checked against what the SDK exports, by tests")]
+    pub attributes: &'static [&'static str],
 }
+
+/// The tags of every netflow data point (`src_port` only with `--src-port`, or on incoming
+/// flows; `src_ip`, `dst_port`, `dst_domain` and `process_name` only when known).
+pub const FLOW_TAGS: &[&str] = &[
+    TAG_SRC_IP,
+    TAG_SRC_IP_TYPE,
+    TAG_SRC_PORT,
+    TAG_DST_IP,
+    TAG_DST_IP_TYPE,
+    TAG_DST_PORT,
+    TAG_TRANSPORT,
+    TAG_FAMILY,
+    TAG_DIRECTION,
+    TAG_DST_DOMAIN,
+    TAG_PID,
+    TAG_PROCESS_NAME,
+];
+/// The tags of `netflow.tcp_failed`: a flow's, and the errno name.
+pub const FAILED_FLOW_TAGS: &[&str] = &[
+    TAG_SRC_IP,
+    TAG_SRC_IP_TYPE,
+    TAG_SRC_PORT,
+    TAG_DST_IP,
+    TAG_DST_IP_TYPE,
+    TAG_DST_PORT,
+    TAG_TRANSPORT,
+    TAG_FAMILY,
+    TAG_DIRECTION,
+    TAG_DST_DOMAIN,
+    TAG_PID,
+    TAG_PROCESS_NAME,
+    TAG_ERROR_TYPE,
+];
+/// The tags of every dnsflow data point.
+pub const DNS_TAGS: &[&str] = &[TAG_DST_DOMAIN, TAG_RCODE, TAG_PID, TAG_PROCESS_NAME];
+/// The tags of the export health counters.
+pub const EXPORT_TAGS: &[&str] = &[TAG_EXPORTER, TAG_SIGNAL];
+/// The attributes of the per-interface kernel metrics.
+pub const INTERFACE_TAGS: &[&str] = &[NETWORK_INTERFACE_NAME, NETWORK_IO_DIRECTION];
 
 pub const NETFLOW_BYTES_WRITTEN: MetricName = MetricName {
     name: "netflow.bytes_written",
     unit: "By",
     description: "Bytes the monitored processes sent on sockets",
+    kind: Kind::Counter,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_BYTES_READ: MetricName = MetricName {
     name: "netflow.bytes_read",
     unit: "By",
     description: "Bytes the monitored processes received on sockets",
+    kind: Kind::Counter,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_TCP_ESTABLISHED: MetricName = MetricName {
     name: "netflow.tcp_established",
     unit: "{connection}",
     description: "TCP connections established (connected or accepted)",
+    kind: Kind::Counter,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_TCP_CLOSED: MetricName = MetricName {
     name: "netflow.tcp_closed",
     unit: "{connection}",
     description: "TCP connections closed",
+    kind: Kind::Counter,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_TCP_FAILED: MetricName = MetricName {
     name: "netflow.tcp_failed",
     unit: "{connection}",
     description: "Failed TCP connection attempts, by error_type",
+    kind: Kind::Counter,
+    attributes: FAILED_FLOW_TAGS,
 };
 pub const NETFLOW_RETRANSMITS: MetricName = MetricName {
     name: "netflow.retransmits",
     unit: "{segment}",
     description: "Retransmitted TCP segments of connections closed in the interval",
+    kind: Kind::Counter,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_RTT: MetricName = MetricName {
     name: "netflow.rtt",
     unit: "us",
     description: "Mean smoothed RTT of the TCP connections closed in the interval",
+    kind: Kind::Gauge,
+    attributes: FLOW_TAGS,
 };
 pub const NETFLOW_RTT_VAR: MetricName = MetricName {
     name: "netflow.rtt_var",
     unit: "us",
     description: "Mean RTT variance of the TCP connections closed in the interval",
+    kind: Kind::Gauge,
+    attributes: FLOW_TAGS,
 };
 pub const DNSFLOW_COUNT: MetricName = MetricName {
     name: "dnsflow.count",
     unit: "{lookup}",
     description: "Name lookups, by dst_domain and rcode",
+    kind: Kind::Counter,
+    attributes: DNS_TAGS,
 };
 pub const DNSFLOW_LATENCY: MetricName = MetricName {
     name: "dnsflow.latency",
     unit: "s",
     description: "Name lookup latency",
+    kind: Kind::Histogram,
+    attributes: DNS_TAGS,
 };
 pub const DNSFLOW_LATENCY_MAX: MetricName = MetricName {
     name: "dnsflow.latency_max",
     unit: "s",
     description: "Slowest name lookup in the interval",
+    kind: Kind::Gauge,
+    attributes: DNS_TAGS,
 };
 pub const NETMON_EVENTS_DROPPED: MetricName = MetricName {
     name: "netmon.events_dropped",
     unit: "{event}",
     description: "Events lost because a ring was full (the program never waits for netmon)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_RECORDS_REJECTED: MetricName = MetricName {
     name: "netmon.records_rejected",
     unit: "{record}",
     description: "Shared-memory records that failed validation",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_SOCKETS_UNTRACKED: MetricName = MetricName {
     name: "netmon.sockets_untracked",
     unit: "{socket}",
     description: "Sockets that could not be tracked (socket table full)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_EXPORT_FAILURES: MetricName = MetricName {
     name: "netmon.export.failures",
     unit: "{request}",
     description: "Export requests that failed (each retry counts)",
+    kind: Kind::Counter,
+    attributes: EXPORT_TAGS,
 };
 pub const NETMON_EXPORT_DROPPED: MetricName = MetricName {
     name: "netmon.export.dropped",
     unit: "{item}",
     description: "Spans or metric data points dropped before delivery (queue full, or undeliverable)",
+    kind: Kind::Counter,
+    attributes: EXPORT_TAGS,
 };
 pub const NETMON_EXPORT_REJECTED: MetricName = MetricName {
     name: "netmon.export.rejected",
     unit: "{item}",
     description: "Spans or metric data points the receiver rejected (partial success)",
+    kind: Kind::Counter,
+    attributes: EXPORT_TAGS,
 };
+
+/// Bytes per Lambda invocation at the socket level (the semantic conventions' FaaS metric),
+/// by `network.io.direction`: one observation per invocation and direction.
+pub const FAAS_NET_IO: MetricName = MetricName {
+    name: semconv_metric::FAAS_NET_IO,
+    unit: "By",
+    description: "Bytes each invocation sent and received on sockets",
+    kind: Kind::Histogram,
+    attributes: &[NETWORK_IO_DIRECTION],
+};
+
+/// Bucket bounds of `faas.net_io` (bytes): 1 KiB to 1 GiB, by powers of 4.
+pub const FAAS_NET_IO_BUCKETS: [f64; 11] = [
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+];
 
 // ------------------------------------------------------------------ kernel metrics (/proc)
 // `system.network.*` as the semantic conventions (and the Collector's hostmetrics receiver)
@@ -203,91 +382,127 @@ pub const SYSTEM_NETWORK_IO: MetricName = MetricName {
     name: semconv_metric::SYSTEM_NETWORK_IO,
     unit: "By",
     description: "Bytes received and sent per network interface (/proc/net/dev)",
+    kind: Kind::Counter,
+    attributes: INTERFACE_TAGS,
 };
 pub const SYSTEM_NETWORK_PACKET_COUNT: MetricName = MetricName {
     name: semconv_metric::SYSTEM_NETWORK_PACKET_COUNT,
     unit: "{packet}",
     description: "Packets received and sent per network interface (/proc/net/dev)",
+    kind: Kind::Counter,
+    attributes: &[SYSTEM_DEVICE, NETWORK_IO_DIRECTION],
 };
 pub const SYSTEM_NETWORK_ERRORS: MetricName = MetricName {
     name: semconv_metric::SYSTEM_NETWORK_ERRORS,
     unit: "{error}",
     description: "Receive and transmit errors per network interface (/proc/net/dev)",
+    kind: Kind::Counter,
+    attributes: INTERFACE_TAGS,
 };
 pub const SYSTEM_NETWORK_PACKET_DROPPED: MetricName = MetricName {
     name: semconv_metric::SYSTEM_NETWORK_PACKET_DROPPED,
     unit: "{packet}",
     description: "Packets dropped per network interface (/proc/net/dev)",
+    kind: Kind::Counter,
+    attributes: INTERFACE_TAGS,
 };
 pub const SYSTEM_NETWORK_CONNECTION_COUNT: MetricName = MetricName {
     name: semconv_metric::SYSTEM_NETWORK_CONNECTION_COUNT,
     unit: "{connection}",
     description: "Sockets of the network namespace by transport and state (/proc/net/tcp, udp)",
+    kind: Kind::UpDownCounter,
+    attributes: &[NETWORK_TRANSPORT, NETWORK_CONNECTION_STATE],
 };
 pub const NETMON_TCP_ACTIVE_OPENS: MetricName = MetricName {
     name: "netmon.tcp.active_opens",
     unit: "{connection}",
     description: "TCP connections opened by this side (Tcp:ActiveOpens)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_PASSIVE_OPENS: MetricName = MetricName {
     name: "netmon.tcp.passive_opens",
     unit: "{connection}",
     description: "TCP connections accepted (Tcp:PassiveOpens)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_ATTEMPT_FAILS: MetricName = MetricName {
     name: "netmon.tcp.attempt_fails",
     unit: "{connection}",
     description: "TCP connection attempts that failed (Tcp:AttemptFails)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_ESTAB_RESETS: MetricName = MetricName {
     name: "netmon.tcp.estab_resets",
     unit: "{connection}",
     description: "Established TCP connections reset (Tcp:EstabResets)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_SEGMENTS: MetricName = MetricName {
     name: "netmon.tcp.segments",
     unit: "{segment}",
     description: "TCP segments received and sent (Tcp:InSegs, Tcp:OutSegs)",
+    kind: Kind::Counter,
+    attributes: &[NETWORK_IO_DIRECTION],
 };
 pub const NETMON_TCP_RETRANS_SEGS: MetricName = MetricName {
     name: "netmon.tcp.retrans_segs",
     unit: "{segment}",
     description: "TCP segments retransmitted (Tcp:RetransSegs)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_IN_ERRORS: MetricName = MetricName {
     name: "netmon.tcp.in_errors",
     unit: "{segment}",
     description: "TCP segments received in error (Tcp:InErrs)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_RESETS_SENT: MetricName = MetricName {
     name: "netmon.tcp.resets_sent",
     unit: "{segment}",
     description: "TCP resets sent (Tcp:OutRsts)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_LISTEN_OVERFLOWS: MetricName = MetricName {
     name: "netmon.tcp.listen_overflows",
     unit: "{event}",
     description: "Times a listen queue overflowed (TcpExt:ListenOverflows)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_TCP_LISTEN_DROPS: MetricName = MetricName {
     name: "netmon.tcp.listen_drops",
     unit: "{segment}",
     description: "SYNs dropped at a listener (TcpExt:ListenDrops)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_UDP_DATAGRAMS: MetricName = MetricName {
     name: "netmon.udp.datagrams",
     unit: "{datagram}",
     description: "UDP datagrams received and sent, IPv4 (Udp:InDatagrams, Udp:OutDatagrams)",
+    kind: Kind::Counter,
+    attributes: &[NETWORK_IO_DIRECTION],
 };
 pub const NETMON_UDP_NO_PORTS: MetricName = MetricName {
     name: "netmon.udp.no_ports",
     unit: "{datagram}",
     description: "UDP datagrams to a port nobody listened on, IPv4 (Udp:NoPorts)",
+    kind: Kind::Counter,
+    attributes: &[],
 };
 pub const NETMON_UDP_ERRORS: MetricName = MetricName {
     name: "netmon.udp.errors",
     unit: "{datagram}",
     description: "UDP receive errors by error.type: receive, rcvbuf, sndbuf, IPv4 (Udp:*Errors)",
+    kind: Kind::Counter,
+    attributes: &[ERROR_TYPE],
 };
 
 /// The kernel metrics that are monotonic counters (the rest: `SYSTEM_NETWORK_CONNECTION_COUNT`).
@@ -313,7 +528,7 @@ pub const KERNEL_COUNTERS: [MetricName; 17] = [
 
 /// Every metric netmon exports.
 #[allow(dead_code, reason = "the list dashboards and tests check against")]
-pub const ALL_METRICS: [MetricName; 35] = [
+pub const ALL_METRICS: [MetricName; 36] = [
     NETFLOW_BYTES_WRITTEN,
     NETFLOW_BYTES_READ,
     NETFLOW_TCP_ESTABLISHED,
@@ -331,6 +546,7 @@ pub const ALL_METRICS: [MetricName; 35] = [
     NETMON_EXPORT_FAILURES,
     NETMON_EXPORT_DROPPED,
     NETMON_EXPORT_REJECTED,
+    FAAS_NET_IO,
     SYSTEM_NETWORK_IO,
     SYSTEM_NETWORK_PACKET_COUNT,
     SYSTEM_NETWORK_ERRORS,
