@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import zipfile
 from datetime import date
 from pathlib import Path
 
@@ -44,15 +43,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def layer(work: Path) -> tuple[Path, int]:
-    zpath = work / "netmon-layer.zip"
-    subprocess.run([NETMON, "layer", "--out", zpath], check=True, capture_output=True)
-    opt = work / "opt"
-    with zipfile.ZipFile(zpath) as z:
-        for info in z.infolist():
-            target = opt / info.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(info))
-            target.chmod((info.external_attr >> 16) & 0o777)
+    opt, zpath = harness.lambda_layer(NETMON, work)
     return opt, zpath.stat().st_size
 
 

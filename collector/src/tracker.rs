@@ -775,32 +775,9 @@ mod tests {
     }
 
     fn record() -> SocketRecord {
-        SocketRecord {
-            pid: 1,
-            fd: 3,
-            transport: Transport::Tcp,
-            is_ipv6: false,
-            role: role::OUTGOING,
-            remote: None,
-            local: None,
-            outcome: Outcome::Connected,
-            bytes_sent: 0,
-            bytes_received: 0,
-            sends: 0,
-            receives: 0,
-            open_ns: 0,
-            close_ns: None,
-            rtt_us: None,
-            rtt_var_us: None,
-            retransmits: None,
-            segs_out: 0,
-            segs_in: 0,
-            inherited: false,
-            platform: false,
-            attempts: vec![],
-            epoch_bytes: BTreeMap::new(),
-            last_epoch: 0,
-        }
+        let mut r = SocketRecord::new(1, Transport::Tcp, false, role::OUTGOING);
+        r.outcome = Outcome::Connected;
+        r
     }
 
     #[test]

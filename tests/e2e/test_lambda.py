@@ -12,9 +12,7 @@ import json
 import os
 import signal
 import re
-import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,18 +26,9 @@ LINE = re.compile(r"^netmon (requestId=(?P<id>\S+)|phase=init) (?P<rest>.*)$")
 
 @pytest.fixture(scope="session")
 def layer_opt(netmon_bin, work_dir) -> Path:
-    """`netmon layer` unzipped into an /opt-like folder (modes kept, as Lambda does); built
-    once per session, read-only to the environments that use it."""
-    zpath = work_dir / "netmon-layer.zip"
-    subprocess.run([netmon_bin, "layer", "--out", zpath], check=True, capture_output=True)
-    opt = work_dir / "opt"
-    with zipfile.ZipFile(zpath) as z:
-        for info in z.infolist():
-            target = opt / info.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(info))
-            target.chmod((info.external_attr >> 16) & 0o777)
-    return opt
+    """The layer `netmon layer` builds, unzipped into an /opt-like folder; built once per
+    session, read-only to the environments that use it."""
+    return harness.lambda_layer(netmon_bin, work_dir)[0]
 
 
 def netmon_env(opt: Path, tmp_path: Path, **extra: str) -> dict:

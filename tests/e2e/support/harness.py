@@ -310,6 +310,26 @@ def process(summary: dict, pid: int) -> dict | None:
     return None
 
 
+# --------------------------------------------------------------------------- Lambda layer
+
+
+def lambda_layer(netmon: Path, work: Path) -> tuple[Path, Path]:
+    """`netmon layer`, and the zip unzipped into an /opt-like folder with its file modes (as
+    Lambda unpacks layers). Returns (opt folder, zip)."""
+    import zipfile  # noqa: PLC0415
+
+    zpath = work / "netmon-layer.zip"
+    subprocess.run([str(netmon), "layer", "--out", str(zpath)], check=True, capture_output=True)
+    opt = work / "opt"
+    with zipfile.ZipFile(zpath) as z:
+        for info in z.infolist():
+            target = opt / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(info))
+            target.chmod((info.external_attr >> 16) & 0o777)
+    return opt, zpath
+
+
 # --------------------------------------------------------------------------- certificates
 
 
