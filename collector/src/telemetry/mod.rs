@@ -95,3 +95,9 @@ mod tests;
 
 #[cfg(test)]
 mod bench;
+
+/// Prometheus-style names of what netmon exports, and the check of `dashboards/` (tests).
+#[cfg(test)]
+mod dashboards;
+#[cfg(test)]
+mod promnames;

@@ -244,9 +244,12 @@ class Rotel:
 
 
 class VictoriaMetrics:
-    def __init__(self, log_dir: Path):
+    """`flags` are extra command-line flags, e.g. `-opentelemetry.usePrometheusNaming`."""
+
+    def __init__(self, log_dir: Path, *flags: str):
         self.port = free_port()
         self.log_dir = log_dir
+        self.flags = list(flags)
         self.data = Path(tempfile.mkdtemp(prefix="vm-data-"))
         self.proc: subprocess.Popen | None = None
 
@@ -259,7 +262,7 @@ class VictoriaMetrics:
         self.proc = subprocess.Popen(
             [
                 str(vm), f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data}",
-                "-search.latencyOffset=0s", "-loggerLevel=WARN",
+                "-search.latencyOffset=0s", "-loggerLevel=WARN", *self.flags,
             ],
             stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
