@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the end-to-end tests need on a fresh Debian 12 machine (run as root).
 # Idempotent: on a machine that already has everything it changes nothing and takes ~1 s.
-#   apt: dnsmasq-base iproute2 curl openssl gcc (+ openjdk-17-jdk-headless, nodejs if missing)
+#   apt: dnsmasq-base iproute2 curl openssl gcc chromium (+ openjdk-17-jdk-headless, nodejs if missing)
 #   pip: pytest
 #   cargo: cargo-fuzz (when the nightly toolchain is installed)
 #   Lambda runtime clients: awslambdaric (pip), aws-lambda-ric (npm, native build into the cache)
@@ -36,13 +36,15 @@ have gcc || pkgs+=(gcc libc6-dev)
 # java 17 (with keytool) and node 20 are normally on the machine already.
 { have java && have keytool; } || pkgs+=(openjdk-17-jdk-headless)
 have node || pkgs+=(nodejs)
+# Headless Chromium opens `netmon run --html` reports (tests/e2e/test_html_report.py).
+have chromium || pkgs+=(chromium)
 
 if [ "${#pkgs[@]}" -gt 0 ]; then
     quiet apt-get update -q
     quiet apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 fi
 
-for tool in dnsmasq ip curl openssl gcc java keytool node; do
+for tool in dnsmasq ip curl openssl gcc java keytool node chromium; do
     have "$tool" || { echo "install-test-deps: $tool is still missing after apt-get install" >&2; exit 1; }
 done
 

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a program under netmon and report its network activity when it exits
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run as an AWS Lambda extension (what /opt/extensions/netmon runs)
     Extension,
     /// Build the AWS Lambda layer zip (extension, libnetmon.so, exec wrapper)
@@ -48,6 +48,9 @@ struct RunArgs {
     /// Also write the summary as JSON to FILE
     #[arg(long, value_name = "FILE", env = "NETMON_JSON")]
     json: Option<PathBuf>,
+    /// Also write a self-contained HTML report (topology graph, DNS and flow tables) to FILE
+    #[arg(long, value_name = "FILE", env = "NETMON_HTML")]
+    html: Option<PathBuf>,
     /// Don't print the summary on stderr
     #[arg(long, short)]
     quiet: bool,
@@ -159,6 +162,7 @@ pub fn main() -> Result<i32> {
         Command::Run(a) => run::run(RunOptions {
             command: a.command,
             json: a.json,
+            html: a.html,
             quiet: a.quiet,
             shm_dir: a.shm_dir.unwrap_or_else(session::default_dir),
             lib: a.lib,

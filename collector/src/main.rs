@@ -6,6 +6,7 @@ mod flowlog;
 mod kernel;
 mod lambda;
 mod names;
+mod report;
 mod run;
 mod session;
 mod summary;

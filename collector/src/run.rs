@@ -2,6 +2,7 @@
 //! signals, and reports what it did on the network when it exits.
 
 use crate::kernel::{Observer, ObserverOptions};
+use crate::report;
 use crate::session::{self, Session};
 use crate::summary::{self, RunInfo};
 use crate::telemetry::{self, ExportFlags, resource::Workload};
@@ -13,6 +14,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
+use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 pub struct RunOptions {
     pub command: Vec<String>,
     pub json: Option<PathBuf>,
+    pub html: Option<PathBuf>,
     pub quiet: bool,
     pub shm_dir: PathBuf,
     pub lib: Option<PathBuf>,
@@ -51,6 +54,20 @@ pub fn run(opts: RunOptions) -> Result<i32> {
             eprintln!("netmon: {e}");
             return Ok(EXIT_USAGE);
         }
+    };
+    // An HTML report that cannot be written stops here too.
+    let html = match &opts.html {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some((path, f)),
+            Err(e) => {
+                eprintln!(
+                    "netmon: cannot write the HTML report {}: {e}",
+                    path.display()
+                );
+                return Ok(EXIT_USAGE);
+            }
+        },
+        None => None,
     };
     let lib = session::locate_interceptor(opts.lib.as_deref())?;
     let session = Session::create(
@@ -165,6 +182,10 @@ pub fn run(opts: RunOptions) -> Result<i32> {
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some((path, mut file)) = html {
+        file.write_all(report::render(&summary).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     observed?;

@@ -28,6 +28,7 @@ TOOL_CHECKS = {
     "curl": lambda: harness.which("curl") is not None,
     "gcc": lambda: harness.which("gcc") is not None,
     "openssl": lambda: harness.which("openssl") is not None,
+    "chromium": lambda: harness.which("chromium") is not None,
 }
 
 
