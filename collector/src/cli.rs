@@ -54,9 +54,6 @@ struct RunArgs {
     /// Don't print the summary on stderr
     #[arg(long, short)]
     quiet: bool,
-    /// Directory for the shared-memory file [default: /tmp/netmon-<uid>]
-    #[arg(long, value_name = "DIR", env = "NETMON_SHM_DIR")]
-    shm_dir: Option<PathBuf>,
     /// Path of libnetmon.so [default: next to the netmon binary]
     #[arg(long, value_name = "PATH", env = "NETMON_LIB")]
     lib: Option<PathBuf>,
@@ -164,7 +161,6 @@ pub fn main() -> Result<i32> {
             json: a.json,
             html: a.html,
             quiet: a.quiet,
-            shm_dir: a.shm_dir.unwrap_or_else(session::default_dir),
             lib: a.lib,
             geometry: Geometry {
                 rings: a.rings,

@@ -28,7 +28,6 @@ pub struct RunOptions {
     pub json: Option<PathBuf>,
     pub html: Option<PathBuf>,
     pub quiet: bool,
-    pub shm_dir: PathBuf,
     pub lib: Option<PathBuf>,
     pub geometry: Geometry,
     pub poll_interval: Duration,
@@ -70,11 +69,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
         None => None,
     };
     let lib = session::locate_interceptor(opts.lib.as_deref())?;
-    let session = Session::create(
-        &opts.shm_dir,
-        &format!("run-{}.shm", std::process::id()),
-        opts.geometry,
-    )?;
+    let session = Session::create(opts.geometry)?;
     // Counters the run's deltas start from, read before the command starts.
     let mut observer = Observer::start(&opts.observe)?;
     let mut signals =

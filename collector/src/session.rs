@@ -1,5 +1,11 @@
-//! A monitoring session's shared-memory region: where it lives, creating it safely, removing
-//! it afterwards, and finding the interceptor library to preload.
+//! A monitoring session's shared-memory region: creating it, making it reachable for the
+//! processes to monitor, removing what was published afterwards, and finding the interceptor
+//! library to preload.
+//!
+//! The region is a sealed memfd (see `netmon_proto::region`): nothing is written to the file
+//! system for `netmon run`, whose children find it at `/proc/<netmon-pid>/fd/<fd>` through
+//! `NETMON_SHM`. The Lambda extension, whose runtime is not its child, also publishes a symlink
+//! to that path at a fixed place in a private directory.
 
 use anyhow::{Context, Result, anyhow};
 use netmon_proto::region::{Geometry, Region, ensure_private_dir};
@@ -10,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The interceptor's file name.
 pub const INTERCEPTOR: &str = "libnetmon.so";
 
-/// Default directory for regions: `/tmp/netmon-<uid>` (Lambda has no `/dev/shm`).
+/// Default directory for published regions: `/tmp/netmon-<uid>` (Lambda has no `/dev/shm`).
 pub fn default_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/netmon-{}", nix::unistd::geteuid()))
 }
@@ -20,31 +26,71 @@ fn c_path(p: &Path) -> Result<CString> {
         .map_err(|_| anyhow!("path contains a NUL byte: {}", p.display()))
 }
 
-/// A created region and its file, removed when dropped.
+/// A created region and the path monitored processes open it by (`NETMON_SHM`).
 pub struct Session {
     pub region: Region,
     pub path: PathBuf,
+    /// The symlink [`publish`](Self::publish) made and its target, removed when dropped.
+    published: Option<(PathBuf, PathBuf)>,
 }
 
 impl Session {
-    /// Creates `dir` (private, 0700) if needed and a fresh region file in it.
-    pub fn create(dir: &Path, name: &str, geometry: Geometry) -> Result<Session> {
-        let cdir = c_path(dir)?;
-        ensure_private_dir(&cdir)
+    /// Creates the region and checks that it can be opened the way the interceptor will open
+    /// it, so a missing `/proc` is one clear error here rather than a program silently not
+    /// monitored.
+    pub fn create(geometry: Geometry) -> Result<Session> {
+        let region = Region::create(geometry, std::process::id())
+            .map_err(|e| anyhow!("cannot create the shared memory: {e}"))?;
+        let fd = region
+            .fd()
+            .ok_or_else(|| anyhow!("the shared memory has no descriptor"))?;
+        let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+        Region::open(&c_path(&path)?).map_err(|e| {
+            anyhow!(
+                "the shared memory cannot be opened through {} ({e}); netmon needs /proc",
+                path.display()
+            )
+        })?;
+        Ok(Session {
+            region,
+            path,
+            published: None,
+        })
+    }
+
+    /// Makes the region reachable at `dir/name` for processes netmon does not start itself
+    /// (the Lambda runtime): a symlink to `/proc/<pid>/fd/<fd>` in a private directory (created
+    /// 0700, or refused unless it is a real directory of ours that nobody else can access).
+    /// Whatever was at `dir/name` is replaced atomically, never followed or written through.
+    pub fn publish(&mut self, dir: &Path, name: &str) -> Result<()> {
+        ensure_private_dir(&c_path(dir)?)
             .map_err(|e| anyhow!("shared-memory directory {}: {e}", dir.display()))?;
-        let path = dir.join(name);
-        // A stale file from a crashed run with the same pid: only ever our own (the directory
-        // is private), so it is safe to replace.
-        let _ = std::fs::remove_file(&path);
-        let region = Region::create(&c_path(&path)?, geometry, std::process::id())
-            .map_err(|e| anyhow!("cannot create shared memory {}: {e}", path.display()))?;
-        Ok(Session { region, path })
+        let link = dir.join(name);
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&self.path, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                anyhow!(
+                    "cannot publish the shared memory at {}: {e}",
+                    link.display()
+                )
+            })?;
+        self.published = Some((link.clone(), self.path.clone()));
+        self.path = link;
+        Ok(())
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Only our own link: another collector may have replaced it since.
+        if let Some((link, target)) = &self.published
+            && std::fs::read_link(link).is_ok_and(|t| &t == target)
+        {
+            let _ = std::fs::remove_file(link);
+        }
     }
 }
 
@@ -109,32 +155,96 @@ mod tests {
     }
 
     #[test]
-    fn session_file_is_private_and_removed() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("shm");
-        let path;
-        {
-            let s = Session::create(&dir, "t.shm", Geometry::default()).unwrap();
-            path = s.path.clone();
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-            let dmode = std::fs::metadata(&dir).unwrap().permissions().mode();
-            assert_eq!(dmode & 0o777, 0o700);
-        }
-        assert!(!path.exists());
+    fn run_sessions_write_nothing_to_the_file_system() {
+        let s = Session::create(Geometry::default()).unwrap();
+        let fd = s.region.fd().unwrap();
+        assert_eq!(
+            s.path,
+            PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()))
+        );
+        let target = std::fs::read_link(&s.path).unwrap();
+        assert!(
+            target.to_string_lossy().starts_with("/memfd:netmon"),
+            "{target:?}"
+        );
     }
 
     #[test]
-    fn refuses_a_symlinked_directory() {
+    fn published_link_is_private_replaces_what_was_there_and_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("shm");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A planted symlink at the link's path must be replaced, not written through.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("t.shm")).unwrap();
+        let link;
+        {
+            let mut s = Session::create(Geometry::default()).unwrap();
+            let target = s.path.clone();
+            s.publish(&dir, "t.shm").unwrap();
+            link = s.path.clone();
+            assert_eq!(link, dir.join("t.shm"));
+            assert_eq!(std::fs::read_link(&link).unwrap(), target);
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+            let b = Region::open(&c_path(&link).unwrap()).unwrap();
+            assert_eq!(b.geometry(), s.region.geometry());
+            let dmode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(dmode & 0o777, 0o700);
+        }
+        assert!(std::fs::symlink_metadata(&link).is_err(), "link removed");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn publish_creates_the_directory_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("new");
+        let mut s = Session::create(Geometry::default()).unwrap();
+        s.publish(&dir, "t.shm").unwrap();
+        let dmode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(dmode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn publish_refuses_unsafe_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Session::create(Geometry::default()).unwrap();
         let real = d.path().join("real");
         std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = Session::create(&link, "t.shm", Geometry::default())
-            .err()
-            .unwrap();
+        let err = s.publish(&link, "t.shm").unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o733)).unwrap();
+        let err = s.publish(&open, "t.shm").unwrap_err();
+        assert!(err.to_string().contains("group or others"), "{err}");
+        // Owned by another user (only root can make one here).
+        if nix::unistd::geteuid().is_root() {
+            let theirs = d.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let err = s.publish(&theirs, "t.shm").unwrap_err();
+            assert!(err.to_string().contains("another user"), "{err}");
+        }
+        assert_eq!(
+            s.path,
+            PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                s.region.fd().unwrap()
+            ))
+        );
+        for dir in [&real, &open] {
+            assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+        }
     }
 }

@@ -758,11 +758,8 @@ mod tests {
     use netmon_proto::region::Geometry;
     use netmon_proto::{EventHeader, pack_kind};
 
-    fn region() -> (tempfile::TempDir, Region) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = std::ffi::CString::new(dir.path().join("r.shm").to_str().unwrap()).unwrap();
-        let r = Region::create(
-            &p,
+    fn region() -> Region {
+        Region::create(
             Geometry {
                 rings: 2,
                 ring_capacity: 16,
@@ -770,8 +767,7 @@ mod tests {
             },
             1,
         )
-        .unwrap();
-        (dir, r)
+        .unwrap()
     }
 
     fn record() -> SocketRecord {
@@ -852,7 +848,7 @@ mod tests {
 
     #[test]
     fn garbage_slots_and_events_are_rejected_not_trusted() {
-        let (_d, r) = region();
+        let r = region();
         let s = r.socket(0).unwrap();
         s.kind.store(0xFFFF_FFFF, Ordering::Relaxed);
         s.state.store(socket_state::CLOSED, Ordering::Release);
@@ -878,7 +874,7 @@ mod tests {
 
     #[test]
     fn reads_slots_attaches_events_and_frees_closed_slots() {
-        let (_d, r) = region();
+        let r = region();
         let s = r.socket(2).unwrap();
         s.generation.store(5, Ordering::Relaxed);
         s.pid.store(42, Ordering::Relaxed);

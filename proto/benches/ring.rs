@@ -5,19 +5,11 @@
 
 use netmon_proto::region::{Geometry, Region};
 use netmon_proto::*;
-use std::ffi::CString;
 use std::hint::black_box;
 use std::time::Instant;
 
 fn region() -> Region {
-    let p = CString::new(format!(
-        "{}/netmon-ring-bench-{}",
-        std::env::temp_dir().display(),
-        std::process::id()
-    ))
-    .unwrap();
-    let r = Region::create(
-        &p,
+    Region::create(
         Geometry {
             rings: 1,
             ring_capacity: 4096,
@@ -25,9 +17,7 @@ fn region() -> Region {
         },
         1,
     )
-    .unwrap();
-    std::fs::remove_file(p.to_str().unwrap()).unwrap();
-    r
+    .unwrap()
 }
 
 fn bench<E: Event>(name: &str, ev: &E, rounds: u64) {

@@ -6,8 +6,9 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 /// `b"NETMON\0\0"` as a little-endian integer; written last by the creator, so a reader that
 /// sees it also sees an initialised header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"NETMON\0\0");
-/// Bumped on every change to any structure in this crate.
-pub const ABI_VERSION: u32 = 2;
+/// Bumped on every change to any structure in this crate or to how the region is shared
+/// (3: a sealed memfd reached through `/proc/<pid>/fd/<fd>` instead of a file in a directory).
+pub const ABI_VERSION: u32 = 3;
 /// Size of one event slot in a ring; events take 1..=[`MAX_EVENT_SLOTS`] consecutive slots.
 pub const SLOT_SIZE: usize = 128;
 /// The largest event spans this many slots.

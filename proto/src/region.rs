@@ -1,5 +1,12 @@
-//! The mapping itself: creating the file safely (collector), attaching to it (interceptor), and
+//! The mapping itself: creating it (collector), attaching to it (interceptor), and
 //! bounds-checked access to the header, rings and socket slots.
+//!
+//! The region is a memfd sealed against shrinking and growing, not a file in a directory: a
+//! `MAP_SHARED` mapping of a file that someone truncates raises `SIGBUS` on the next access
+//! past the new end, and that would crash the monitored program (and the collector). The
+//! collector keeps the memfd open; other processes open it through
+//! `/proc/<collector-pid>/fd/<fd>` (or a symlink to that path), check that it is sealed, map it
+//! and close the descriptor again.
 //!
 //! Geometry (offsets, counts) is validated once, when the region is created or opened, and kept
 //! in the [`Region`] value: nothing later re-reads sizes from the shared header, so a process that
@@ -16,7 +23,8 @@ use core::sync::atomic::Ordering;
 pub enum RegionError {
     /// A system call failed; `errno` and which step.
     Os { step: &'static str, errno: i32 },
-    /// The path exists but is not what we created (symlink, wrong owner, wrong mode, not a file).
+    /// The path or the object it leads to is not what we created (wrong owner, wrong mode, not
+    /// a regular file, not sealed).
     Unsafe(&'static str),
     /// The header is not a netmon header or a version we don't speak.
     BadHeader(&'static str),
@@ -46,6 +54,11 @@ fn os(step: &'static str) -> RegionError {
         errno: errno(),
     }
 }
+
+/// The seals every region carries: its size can never change (a shrink would turn accesses
+/// into `SIGBUS`), and nobody can add further seals (`F_SEAL_FUTURE_WRITE` would stop new
+/// processes from mapping it writable).
+pub const REGION_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
 /// Sizes of a region to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +132,9 @@ pub struct Region {
     len: usize,
     geometry: Geometry,
     offsets: Offsets,
+    /// The memfd, kept open by the process that created the region (other processes reach it
+    /// through `/proc/<pid>/fd/<fd>`); -1 in processes that attached to it.
+    fd: i32,
 }
 
 // SAFETY: all shared state in the mapping is accessed through atomics or through the ring
@@ -170,35 +186,31 @@ pub fn ensure_private_dir(dir: &CStr) -> Result<(), RegionError> {
 }
 
 impl Region {
-    /// Creates a new region file at `path` (which must not exist) and maps it. The file is created
-    /// with `O_EXCL | O_NOFOLLOW`, mode 0600, sized, and its header initialised with the magic
-    /// written last.
-    pub fn create(
-        path: &CStr,
-        geometry: Geometry,
-        collector_pid: u32,
-    ) -> Result<Region, RegionError> {
+    /// Creates a new region in a sealed memfd and maps it. The memfd is mode 0600, close-on-exec
+    /// (no child inherits it), its size is fixed by seals, and its header is initialised with
+    /// the magic written last. The descriptor stays open until the region is dropped:
+    /// [`Region::fd`] is how other processes find it.
+    pub fn create(geometry: Geometry, collector_pid: u32) -> Result<Region, RegionError> {
         let geometry = geometry.validate()?;
         let offsets = geometry.offsets();
-        // SAFETY: valid C string; flags refuse to follow symlinks or reuse an existing file.
+        // SAFETY: a valid C string and flags; the kernel returns a new descriptor or -1.
         let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
+            libc::memfd_create(
+                c"netmon".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
             )
         };
         if fd < 0 {
-            return Err(os("open (create)"));
+            return Err(os("memfd_create"));
         }
-        let result = Self::create_on(fd, geometry, offsets, collector_pid);
-        // SAFETY: fd is ours; the mapping (if any) stays valid after close.
-        unsafe { libc::close(fd) };
-        if result.is_err() {
-            // SAFETY: valid C string; removes the half-made file.
-            unsafe { libc::unlink(path.as_ptr()) };
+        match Self::create_on(fd, geometry, offsets, collector_pid) {
+            Ok(region) => Ok(region),
+            Err(e) => {
+                // SAFETY: fd is ours and nothing else refers to it.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
         }
-        result
     }
 
     fn create_on(
@@ -207,11 +219,21 @@ impl Region {
         offsets: Offsets,
         collector_pid: u32,
     ) -> Result<Region, RegionError> {
+        // SAFETY: fd is a valid descriptor. A memfd starts out 0777; only the owner may open it
+        // through /proc.
+        if unsafe { libc::fchmod(fd, 0o600) } != 0 {
+            return Err(os("fchmod"));
+        }
         // SAFETY: fd is a valid descriptor.
         if unsafe { libc::ftruncate(fd, offsets.total_size as libc::off_t) } != 0 {
             return Err(os("ftruncate"));
         }
-        let region = Self::map(fd, offsets.total_size as usize, geometry, offsets)?;
+        // SAFETY: fd is a valid memfd created with MFD_ALLOW_SEALING.
+        if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, REGION_SEALS) } != 0 {
+            return Err(os("fcntl(F_ADD_SEALS)"));
+        }
+        let mut region = Self::map(fd, offsets.total_size as usize, geometry, offsets)?;
+        region.fd = fd;
         let h = region.header_mut_ptr();
         // SAFETY: the mapping is at least HEADER_SIZE bytes, fresh (zero-filled) and not yet
         // visible to any producer (magic is still 0), so plain writes are fine.
@@ -235,15 +257,24 @@ impl Region {
         Ok(region)
     }
 
-    /// Opens and maps an existing region. Refuses files that are not regular, not owned by the
-    /// effective user, or writable by group/others, and headers that don't match this ABI or the
-    /// file's size. The descriptor is closed before returning: only the mapping remains.
+    /// The memfd of a region this process created (`None` for an attached one).
+    pub fn fd(&self) -> Option<i32> {
+        (self.fd >= 0).then_some(self.fd)
+    }
+
+    /// Opens and maps an existing region: `path` is `/proc/<pid>/fd/<fd>` of the process that
+    /// created it, or a symlink to that. Symlinks are followed — what counts is the object
+    /// reached: it must be a memfd owned by the effective user, inaccessible to group and
+    /// others, sealed against shrinking and growing (so it can never raise `SIGBUS`), with a
+    /// header that matches this ABI and the size. The descriptor is closed before returning:
+    /// only the mapping remains.
     pub fn open(path: &CStr) -> Result<Region, RegionError> {
-        // SAFETY: valid C string; O_NOFOLLOW refuses a symlink in the final component.
+        // SAFETY: valid C string. O_NONBLOCK and O_NOCTTY: a path that leads to a FIFO or a
+        // terminal must neither block nor change our controlling terminal before it is refused.
         let fd = unsafe {
             libc::open(
                 path.as_ptr(),
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
             )
         };
         if fd < 0 {
@@ -269,8 +300,16 @@ impl Region {
         if st.st_uid != unsafe { libc::geteuid() } {
             return Err(RegionError::Unsafe("owned by another user"));
         }
-        if st.st_mode & 0o022 != 0 {
-            return Err(RegionError::Unsafe("writable by group or others"));
+        if st.st_mode & 0o077 != 0 {
+            return Err(RegionError::Unsafe("accessible to group or others"));
+        }
+        // SAFETY: valid fd; F_GET_SEALS takes no argument and fails (EINVAL) on files that
+        // cannot be sealed.
+        let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+        if seals < 0 || seals & REGION_SEALS != REGION_SEALS {
+            return Err(RegionError::Unsafe(
+                "not a sealed memfd (a truncation could crash the program with SIGBUS)",
+            ));
         }
         let size = st.st_size as u64;
         if size < HEADER_SIZE as u64 {
@@ -345,6 +384,7 @@ impl Region {
             len,
             geometry,
             offsets,
+            fd: -1,
         })
     }
 
@@ -454,6 +494,10 @@ impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: base/len describe our own mapping, and no reference into it outlives self.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        if self.fd >= 0 {
+            // SAFETY: the memfd is ours (created in `create`) and closed only here.
+            unsafe { libc::close(self.fd) };
+        }
     }
 }
 
@@ -464,6 +508,7 @@ mod tests {
     use super::*;
     use std::ffi::CString;
     use std::format;
+    use std::vec::Vec;
 
     fn temp_path(name: &str) -> CString {
         let dir = std::env::temp_dir();
@@ -476,88 +521,160 @@ mod tests {
         .unwrap()
     }
 
+    fn proc_path(fd: i32) -> CString {
+        CString::new(format!("/proc/self/fd/{fd}")).unwrap()
+    }
+
+    /// A memfd holding `bytes`, mode 0600, with `seals` added; the caller closes it.
+    fn memfd_with(bytes: &[u8], seals: i32) -> i32 {
+        let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0);
+        assert_eq!(unsafe { libc::fchmod(fd, 0o600) }, 0);
+        let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
+        assert_eq!(n, bytes.len() as isize);
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }, 0);
+        fd
+    }
+
+    fn bytes_of(r: &Region) -> Vec<u8> {
+        unsafe { std::slice::from_raw_parts(r.base.as_ptr(), r.len) }.to_vec()
+    }
+
     #[test]
     fn create_then_open_agree() {
-        let p = temp_path("agree");
         let g = Geometry {
             rings: 3,
             ring_capacity: 10,
             sockets: 7,
         };
-        let a = Region::create(&p, g, 1).unwrap();
+        let a = Region::create(g, 1).unwrap();
         assert_eq!(a.geometry().ring_capacity, 16);
-        let b = Region::open(&p).unwrap();
+        let b = Region::open(&proc_path(a.fd().unwrap())).unwrap();
+        assert_eq!(b.fd(), None);
         assert_eq!(a.geometry(), b.geometry());
         a.socket(6).unwrap().bytes_sent.store(42, Ordering::Relaxed);
         assert_eq!(b.socket(6).unwrap().bytes_sent.load(Ordering::Relaxed), 42);
         assert!(b.socket(7).is_none());
         assert!(b.ring(3).is_none());
-        // Exclusive create refuses an existing file.
-        assert!(Region::create(&p, g, 1).is_err());
-        unsafe { libc::unlink(p.as_ptr()) };
     }
 
     #[test]
-    fn open_rejects_garbage_and_short_files() {
-        let p = temp_path("garbage");
-        std::fs::write(p.to_str().unwrap(), [0xAAu8; 4096]).unwrap();
+    fn the_region_cannot_be_shrunk_grown_or_resealed() {
+        let a = Region::create(Geometry::default(), 1).unwrap();
+        let fd = a.fd().unwrap();
+        let len = a.len() as libc::off_t;
+        // Through our descriptor and through a new one, as another process would open it.
+        let other = unsafe { libc::open(proc_path(fd).as_ptr(), libc::O_RDWR) };
+        assert!(other >= 0);
+        for f in [fd, other] {
+            for size in [0, 4096, len - 1, len + 4096] {
+                assert_eq!(unsafe { libc::ftruncate(f, size) }, -1);
+                assert_eq!(errno(), libc::EPERM);
+            }
+            let punch_past_end = unsafe { libc::fallocate(f, 0, len, 4096) };
+            assert_eq!(punch_past_end, -1);
+            assert_eq!(
+                unsafe { libc::fcntl(f, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) },
+                -1
+            );
+        }
+        unsafe { libc::close(other) };
+        a.socket(0).unwrap().bytes_sent.store(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn open_follows_symlinks_to_the_memfd() {
+        let a = Region::create(Geometry::default(), 1).unwrap();
+        let link = temp_path("link");
+        std::os::unix::fs::symlink(
+            proc_path(a.fd().unwrap()).to_str().unwrap(),
+            link.to_str().unwrap(),
+        )
+        .unwrap();
+        let b = Region::open(&link);
+        unsafe { libc::unlink(link.as_ptr()) };
+        assert_eq!(b.unwrap().geometry(), a.geometry());
+    }
+
+    #[test]
+    fn open_refuses_unsealed_files_even_with_a_valid_header() {
+        let a = Region::create(Geometry::default(), 1).unwrap();
+        let content = bytes_of(&a);
+        // A regular file in a directory: the design this replaced. Truncating it would raise
+        // SIGBUS in every process that maps it.
+        let p = temp_path("plain");
+        std::fs::write(p.to_str().unwrap(), &content).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p.to_str().unwrap(), std::fs::Permissions::from_mode(0o600))
             .unwrap();
+        let err = Region::open(&p).unwrap_err();
+        unsafe { libc::unlink(p.as_ptr()) };
+        assert!(matches!(err, RegionError::Unsafe(_)), "{err:?}");
+        // A memfd that only refuses to shrink is not enough either (all seals are required).
+        let fd = memfd_with(&content, libc::F_SEAL_SHRINK);
+        let err = Region::open(&proc_path(fd)).unwrap_err();
+        unsafe { libc::close(fd) };
+        assert!(matches!(err, RegionError::Unsafe(_)), "{err:?}");
+        // Sealed, but readable by others.
+        let fd = memfd_with(&content, REGION_SEALS);
+        assert_eq!(unsafe { libc::fchmod(fd, 0o644) }, 0);
+        let err = Region::open(&proc_path(fd)).unwrap_err();
+        unsafe { libc::close(fd) };
+        assert_eq!(err, RegionError::Unsafe("accessible to group or others"));
+        // The same content sealed properly is accepted.
+        let fd = memfd_with(&content, REGION_SEALS);
+        let ok = Region::open(&proc_path(fd));
+        unsafe { libc::close(fd) };
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn open_rejects_garbage_and_short_regions() {
+        let fd = memfd_with(&[0xAAu8; 4096], REGION_SEALS);
         assert_eq!(
-            Region::open(&p).unwrap_err(),
+            Region::open(&proc_path(fd)).unwrap_err(),
             RegionError::BadHeader("bad magic")
         );
-        std::fs::write(p.to_str().unwrap(), [0u8; 10]).unwrap();
+        unsafe { libc::close(fd) };
+        let fd = memfd_with(&[0u8; 10], REGION_SEALS);
         assert!(matches!(
-            Region::open(&p).unwrap_err(),
+            Region::open(&proc_path(fd)).unwrap_err(),
             RegionError::BadHeader(_)
         ));
-        unsafe { libc::unlink(p.as_ptr()) };
-    }
-
-    #[test]
-    fn open_rejects_header_claiming_more_than_the_file() {
-        let p = temp_path("short");
-        let g = Geometry {
-            rings: 2,
-            ring_capacity: 8,
-            sockets: 4,
-        };
-        drop(Region::create(&p, g, 1).unwrap());
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(p.to_str().unwrap())
-            .unwrap();
-        f.set_len(1024).unwrap();
+        unsafe { libc::close(fd) };
+        // A header claiming more than the memfd holds.
+        let a = Region::create(
+            Geometry {
+                rings: 2,
+                ring_capacity: 8,
+                sockets: 4,
+            },
+            1,
+        )
+        .unwrap();
+        let fd = memfd_with(&bytes_of(&a)[..1024], REGION_SEALS);
         assert_eq!(
-            Region::open(&p).unwrap_err(),
+            Region::open(&proc_path(fd)).unwrap_err(),
             RegionError::BadHeader("file shorter than its header says")
         );
-        unsafe { libc::unlink(p.as_ptr()) };
+        unsafe { libc::close(fd) };
     }
 
     #[test]
-    fn open_refuses_world_writable_and_symlinks() {
-        let p = temp_path("mode");
-        drop(Region::create(&p, Geometry::default(), 1).unwrap());
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p.to_str().unwrap(), std::fs::Permissions::from_mode(0o666))
-            .unwrap();
+    fn open_neither_blocks_on_fifos_nor_accepts_other_objects() {
+        let fifo = temp_path("fifo");
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = Region::open(&fifo).unwrap_err();
+        unsafe { libc::unlink(fifo.as_ptr()) };
+        assert_eq!(err, RegionError::Unsafe("not a regular file"));
         assert!(matches!(
-            Region::open(&p).unwrap_err(),
+            Region::open(c"/dev/null").unwrap_err(),
             RegionError::Unsafe(_)
         ));
-        let link = temp_path("link");
-        std::os::unix::fs::symlink(p.to_str().unwrap(), link.to_str().unwrap()).unwrap();
         assert!(matches!(
-            Region::open(&link).unwrap_err(),
+            Region::open(&temp_path("missing")).unwrap_err(),
             RegionError::Os { .. }
         ));
-        unsafe {
-            libc::unlink(p.as_ptr());
-            libc::unlink(link.as_ptr());
-        }
     }
 
     #[test]

@@ -181,19 +181,10 @@ mod tests {
     use crate::event::*;
     use crate::layout::*;
     use crate::region::{Geometry, Region};
-    use std::ffi::CString;
     use std::vec::Vec;
 
-    fn region(name: &str, capacity: u32) -> Region {
-        let p = CString::new(std::format!(
-            "{}/netmon-ring-test-{}-{}",
-            std::env::temp_dir().display(),
-            std::process::id(),
-            name
-        ))
-        .unwrap();
-        let r = Region::create(
-            &p,
+    fn region(capacity: u32) -> Region {
+        Region::create(
             Geometry {
                 rings: 2,
                 ring_capacity: capacity,
@@ -201,9 +192,7 @@ mod tests {
             },
             1,
         )
-        .unwrap();
-        unsafe { libc::unlink(p.as_ptr()) };
-        r
+        .unwrap()
     }
 
     fn connect_event(fd: i32) -> ConnectEvent {
@@ -223,7 +212,7 @@ mod tests {
 
     #[test]
     fn push_consume_wraps_and_drops_when_full() {
-        let r = region("wrap", 8);
+        let r = region(8);
         let ring = r.ring(0).unwrap();
         let mut dns = DnsEvent::empty(dns_source::GETADDRINFO);
         dns.set_name(b"example.org");
@@ -252,7 +241,7 @@ mod tests {
 
     #[test]
     fn consume_rejects_garbage_and_inconsistent_counters() {
-        let r = region("garbage", 8);
+        let r = region(8);
         let ring = r.ring(1).unwrap();
         let junk = [0xFFu8; SLOT_SIZE];
         assert!(ring.push(&junk, 1));

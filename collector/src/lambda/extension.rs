@@ -407,7 +407,9 @@ pub fn run() -> Result<i32> {
     let started_ns = now_ns();
     // The region first: it must exist before the runtime starts, and Lambda starts the
     // runtime only once every extension has registered.
-    let session = match Session::create(&config.shm_dir, "lambda.shm", config.geometry) {
+    let session = match Session::create(config.geometry)
+        .and_then(|mut s| s.publish(&config.shm_dir, "lambda.shm").map(|()| s))
+    {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("netmon: {e:#}; continuing without socket-level data");
