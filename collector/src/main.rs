@@ -3,6 +3,8 @@
 
 mod cli;
 mod flowlog;
+#[cfg(test)]
+mod hostile_input;
 mod kernel;
 mod lambda;
 mod names;

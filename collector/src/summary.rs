@@ -171,18 +171,16 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
             acc.src_ip = Some(l.ip);
         }
         acc.pids.insert(s.pid);
-        acc.bytes_sent += s.bytes_sent;
-        acc.bytes_received += s.bytes_received;
-        match s.transport {
-            Transport::Tcp => {
-                acc.packets_sent += s.segs_out as u64;
-                acc.packets_received += s.segs_in as u64;
-            }
-            Transport::Udp => {
-                acc.packets_sent += s.sends;
-                acc.packets_received += s.receives;
-            }
-        }
+        // Saturating sums here and below: the counters come from shared memory that any
+        // monitored process can scribble on (the tracker bounds each one, not their sum).
+        acc.bytes_sent = acc.bytes_sent.saturating_add(s.bytes_sent);
+        acc.bytes_received = acc.bytes_received.saturating_add(s.bytes_received);
+        let (packets_sent, packets_received) = match s.transport {
+            Transport::Tcp => (s.segs_out as u64, s.segs_in as u64),
+            Transport::Udp => (s.sends, s.receives),
+        };
+        acc.packets_sent = acc.packets_sent.saturating_add(packets_sent);
+        acc.packets_received = acc.packets_received.saturating_add(packets_received);
         if let Some(rtt) = s.rtt_us {
             acc.rtt_sum += rtt as f64;
             acc.rtt_var_sum += s.rtt_var_us.unwrap_or(0) as f64;
@@ -215,11 +213,13 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         };
         let acc = flows.entry(key).or_default();
         acc.pids.insert(d.pid);
-        acc.bytes_sent += d.bytes_sent;
-        acc.bytes_received += d.bytes_received;
+        acc.bytes_sent = acc.bytes_sent.saturating_add(d.bytes_sent);
+        acc.bytes_received = acc.bytes_received.saturating_add(d.bytes_received);
         match d.direction {
-            Direction::Outgoing => acc.packets_sent += d.count,
-            Direction::Incoming => acc.packets_received += d.count,
+            Direction::Outgoing => acc.packets_sent = acc.packets_sent.saturating_add(d.count),
+            Direction::Incoming => {
+                acc.packets_received = acc.packets_received.saturating_add(d.count)
+            }
         }
     }
 
@@ -228,8 +228,8 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         .into_iter()
         .map(|(k, a)| {
             let outgoing = k.direction == Direction::Outgoing;
-            totals.bytes_sent += a.bytes_sent;
-            totals.bytes_received += a.bytes_received;
+            totals.bytes_sent = totals.bytes_sent.saturating_add(a.bytes_sent);
+            totals.bytes_received = totals.bytes_received.saturating_add(a.bytes_received);
             if k.transport == Transport::Tcp {
                 totals.connections += a.connections;
                 totals.failed_connections += a.failed;
@@ -282,7 +282,7 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
                     failures += 1;
                     error = Some(e.clone());
                 }
-                sum += l.duration_ns;
+                sum = sum.saturating_add(l.duration_ns);
                 max = max.max(l.duration_ns);
             }
             let last = ls.last().copied();

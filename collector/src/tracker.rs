@@ -199,16 +199,22 @@ impl SocketRecord {
         let before: (u64, u64) = self
             .epoch_bytes
             .range(..epoch)
-            .fold((0, 0), |a, (_, b)| (a.0 + b.0, a.1 + b.1));
-        let base = (base.0.min(totals.0), base.1.min(totals.1));
+            .fold((0u64, 0u64), |a, (_, b)| {
+                (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+            });
+        // What earlier epochs already hold is not part of this one, whatever the slot says.
+        let base = (
+            base.0.max(before.0).min(totals.0),
+            base.1.max(before.1).min(totals.1),
+        );
         let missing = (
             base.0.saturating_sub(before.0),
             base.1.saturating_sub(before.1),
         );
         if epoch > self.last_epoch && (missing.0 > 0 || missing.1 > 0) {
             let e = self.epoch_bytes.entry(self.last_epoch).or_default();
-            e.0 += missing.0;
-            e.1 += missing.1;
+            e.0 = e.0.saturating_add(missing.0);
+            e.1 = e.1.saturating_add(missing.1);
         }
         self.epoch_bytes
             .insert(epoch, (totals.0 - base.0, totals.1 - base.1));
@@ -295,7 +301,17 @@ pub struct Tracker {
     orphan_attempts: HashMap<SocketKey, Vec<(u16, Attempt)>>,
     rejected: u64,
     ring_dropped: HashMap<u32, u64>,
+    /// The highest socket slot count the header ever announced: a writer that lowers the
+    /// shared value cannot hide the slots above it.
+    socket_high_water: u32,
 }
+
+/// A byte counter above this is not a real socket's (64 PiB: half a year at 100 Gbit/s): the
+/// slot holds garbage.
+const MAX_PLAUSIBLE_BYTES: u64 = 1 << 56;
+
+/// One call moves at most this many bytes of datagrams.
+const MAX_DATAGRAM_BYTES: u64 = u32::MAX as u64;
 
 fn endpoint(a: &Addr) -> Option<Endpoint> {
     let ip = match a.family {
@@ -507,6 +523,9 @@ impl Tracker {
         let Some(peer) = endpoint(&e.peer) else {
             return false;
         };
+        if e.bytes > MAX_DATAGRAM_BYTES {
+            return false;
+        }
         let direction = match e.direction {
             datagram_direction::SENT => Direction::Outgoing,
             datagram_direction::RECEIVED => Direction::Incoming,
@@ -525,20 +544,21 @@ impl Tracker {
                 count: 0,
             });
         match direction {
-            Direction::Outgoing => d.bytes_sent += e.bytes,
-            Direction::Incoming => d.bytes_received += e.bytes,
+            Direction::Outgoing => d.bytes_sent = d.bytes_sent.saturating_add(e.bytes),
+            Direction::Incoming => d.bytes_received = d.bytes_received.saturating_add(e.bytes),
         }
-        d.count += 1;
+        d.count = d.count.saturating_add(1);
         true
     }
 
     fn scan_sockets(&mut self, region: &Region, all_final: bool) {
         let h = region.header();
-        let high = h
-            .socket_high_water
-            .load(Ordering::Relaxed)
-            .min(region.geometry().sockets);
-        for idx in 0..high {
+        self.socket_high_water = self.socket_high_water.max(
+            h.socket_high_water
+                .load(Ordering::Relaxed)
+                .min(region.geometry().sockets),
+        );
+        for idx in 0..self.socket_high_water {
             let Some(slot) = region.socket(idx) else {
                 break;
             };
@@ -558,6 +578,23 @@ impl Tracker {
                 }
             };
             if !(fam == family::IPV4 || fam == family::IPV6) || r > role::INCOMING {
+                self.reject_slot(slot, state);
+                continue;
+            }
+            let counters = [
+                slot.bytes_sent.load(Ordering::Relaxed),
+                slot.bytes_received.load(Ordering::Relaxed),
+                slot.sends.load(Ordering::Relaxed),
+                slot.receives.load(Ordering::Relaxed),
+            ];
+            // Counters only grow for one slot generation: a decrease is a scribbler's work.
+            let went_back = self.sockets.get(&(idx, gen_)).is_some_and(|r| {
+                [r.bytes_sent, r.bytes_received, r.sends, r.receives]
+                    .iter()
+                    .zip(&counters)
+                    .any(|(before, now)| now < before)
+            });
+            if went_back || counters.iter().any(|c| *c > MAX_PLAUSIBLE_BYTES) {
                 self.reject_slot(slot, state);
                 continue;
             }
@@ -599,10 +636,12 @@ impl Tracker {
             if let Some(l) = endpoint(&slot.local.load()) {
                 record.local = Some(l);
             }
-            record.bytes_sent = slot.bytes_sent.load(Ordering::Relaxed);
-            record.bytes_received = slot.bytes_received.load(Ordering::Relaxed);
-            record.sends = slot.sends.load(Ordering::Relaxed);
-            record.receives = slot.receives.load(Ordering::Relaxed);
+            [
+                record.bytes_sent,
+                record.bytes_received,
+                record.sends,
+                record.receives,
+            ] = counters;
             record.split_epochs(
                 slot.epoch.load(Ordering::Relaxed),
                 (
@@ -664,12 +703,19 @@ impl Tracker {
     /// Loss and rejection counters, including those the producers keep in the region.
     pub fn health(&self, region: &Region) -> Health {
         let h = region.header();
+        // Saturating: these counters live in the shared mapping and may hold anything.
         Health {
-            events_dropped: self.ring_dropped.values().sum::<u64>()
-                + h.dropped_no_ring.load(Ordering::Relaxed),
+            events_dropped: self
+                .ring_dropped
+                .values()
+                .fold(h.dropped_no_ring.load(Ordering::Relaxed), |a, b| {
+                    a.saturating_add(*b)
+                }),
             records_rejected: self.rejected,
-            sockets_untracked: h.sockets_untracked.load(Ordering::Relaxed)
-                + h.fds_untracked.load(Ordering::Relaxed),
+            sockets_untracked: h
+                .sockets_untracked
+                .load(Ordering::Relaxed)
+                .saturating_add(h.fds_untracked.load(Ordering::Relaxed)),
         }
     }
 

@@ -41,8 +41,9 @@ pub fn report(t: &Tracker, epoch: u32, request_id: Option<&str>) -> InvocationRe
     let mut by_dest: HashMap<String, u64> = HashMap::new();
     for s in t.sockets.values().filter(|s| !s.platform) {
         let (tx, rx) = s.epoch_bytes.get(&epoch).copied().unwrap_or((0, 0));
-        r.tx_bytes += tx;
-        r.rx_bytes += rx;
+        // Saturating: shared-memory counters are bounded one by one, not their sums.
+        r.tx_bytes = r.tx_bytes.saturating_add(tx);
+        r.rx_bytes = r.rx_bytes.saturating_add(rx);
         for a in s.attempts.iter().filter(|a| a.epoch == epoch) {
             let failed = match a.errno {
                 0 => false,
@@ -56,7 +57,7 @@ pub fn report(t: &Tracker, epoch: u32, request_id: Option<&str>) -> InvocationRe
                 r.connections += 1;
             }
         }
-        if tx + rx > 0
+        if tx.saturating_add(rx) > 0
             && let Some(remote) = s.remote
         {
             let dest = if s.direction() == Direction::Incoming {
@@ -73,12 +74,13 @@ pub fn report(t: &Tracker, epoch: u32, request_id: Option<&str>) -> InvocationRe
                     .unwrap_or_else(|| remote.ip.to_string());
                 format!("{host}:{}", remote.port)
             };
-            *by_dest.entry(dest).or_default() += tx + rx;
+            let total = by_dest.entry(dest).or_default();
+            *total = total.saturating_add(tx).saturating_add(rx);
         }
     }
     for d in t.datagrams.values().filter(|d| d.epoch == epoch) {
-        r.tx_bytes += d.bytes_sent;
-        r.rx_bytes += d.bytes_received;
+        r.tx_bytes = r.tx_bytes.saturating_add(d.bytes_sent);
+        r.rx_bytes = r.rx_bytes.saturating_add(d.bytes_received);
     }
     for l in t.lookups.iter().filter(|l| l.epoch == epoch) {
         r.dns += 1;

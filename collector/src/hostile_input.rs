@@ -1,0 +1,429 @@
+//! Property tests: the collector's readers of untrusted input never panic and never trust it.
+//!
+//! The shared-memory region is written by every monitored process; here it is filled with
+//! random and mutated content (through the same atomics and ring protocol a process uses), and
+//! everything downstream of the tracker — the summary, its text and JSON, the Lambda report,
+//! the flow log — must cope. Debug builds check integer overflow, so a sum of hostile counters
+//! that is not saturating fails here.
+//!
+//! Seeds are fixed (reproducible); `NETMON_PROPTEST_ROUNDS` scales the number of cases.
+
+use crate::flowlog::FlowLog;
+use crate::lambda::invocation;
+use crate::summary::{self, RunInfo};
+use crate::tracker::Tracker;
+use netmon_proto::region::{Geometry, Region};
+use netmon_proto::*;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// xorshift64*: small, deterministic, good enough to pick cases.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    /// Boundary values more often than uniform randomness would give them.
+    pub fn wild_u64(&mut self) -> u64 {
+        match self.below(10) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => u64::MAX - self.below(3),
+            3 => (1 << 56) + self.below(3) - 1,
+            4 | 5 => self.below(100_000),
+            _ => self.next(),
+        }
+    }
+    pub fn wild_u32(&mut self) -> u32 {
+        match self.below(6) {
+            0 => 0,
+            1 => u32::MAX,
+            2 | 3 => self.below(64) as u32,
+            _ => self.next() as u32,
+        }
+    }
+    pub fn bytes(&mut self, out: &mut [u8]) {
+        for b in out {
+            *b = self.next() as u8;
+        }
+    }
+    /// Up to `max` random bytes, often shorter.
+    pub fn string(&mut self, max: usize) -> Vec<u8> {
+        let mut v = vec![0; self.below(max as u64 + 1) as usize];
+        self.bytes(&mut v);
+        v
+    }
+}
+
+pub fn rounds(default: u64) -> u64 {
+    std::env::var("NETMON_PROPTEST_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn addr(rng: &mut Rng) -> Addr {
+    let mut bytes = [0u8; 16];
+    if rng.chance(50) {
+        bytes[..4].copy_from_slice(&[127, 0, 0, rng.below(3) as u8 + 1]);
+    } else {
+        rng.bytes(&mut bytes);
+    }
+    Addr {
+        family: [family::IPV4, family::IPV6, family::NONE, rng.next() as u8][rng.below(4) as usize],
+        _pad: rng.next() as u8,
+        port: if rng.chance(20) {
+            53
+        } else {
+            rng.next() as u16
+        },
+        bytes,
+    }
+}
+
+fn header(rng: &mut Rng, kind: u16, slots: usize) -> EventHeader {
+    let mut h = EventHeader::new(
+        kind,
+        slots,
+        rng.below(4) as u32 + 1,
+        rng.wild_u32(),
+        rng.wild_u64(),
+    );
+    h.epoch = rng.below(4) as u32;
+    h.flags = rng.next() as u8;
+    h
+}
+
+/// One event, valid in shape with random contents, or plain garbage; returns (bytes, slots).
+fn event(rng: &mut Rng) -> (Vec<u8>, usize) {
+    let mut bytes = match rng.below(7) {
+        0 => {
+            let mut e = ProcessEvent {
+                header: header(rng, kind::PROCESS, ProcessEvent::SLOTS),
+                ppid: rng.wild_u32(),
+                exe_len: rng.next() as u16,
+                _pad: 0,
+                exe: [0; 96],
+            };
+            rng.bytes(&mut e.exe);
+            e.as_bytes().to_vec()
+        }
+        1 => {
+            let mut e = DnsEvent::empty(rng.below(7) as u8);
+            e.header = header(rng, kind::DNS, DnsEvent::SLOTS);
+            e.duration_ns = rng.wild_u64();
+            e.set_name(&rng.string(300));
+            if rng.chance(20) {
+                e.name_len = rng.next() as u16;
+            }
+            for _ in 0..rng.below(12) {
+                e.push_answer(addr(rng));
+            }
+            if rng.chance(20) {
+                e.answer_count = rng.next() as u8;
+            }
+            e.status = rng.next() as i32;
+            e.rcode = rng.next() as i16;
+            e.query_id = rng.below(3) as u16;
+            e.socket = [u32::MAX, rng.below(8) as u32][rng.below(2) as usize];
+            e.socket_generation = rng.below(3) as u32;
+            e.as_bytes().to_vec()
+        }
+        2 | 3 => {
+            let k = [kind::CONNECT, kind::CONNECT_RESULT, kind::ACCEPT][rng.below(3) as usize];
+            ConnectEvent {
+                header: header(rng, k, ConnectEvent::SLOTS),
+                socket: [u32::MAX, rng.below(8) as u32, rng.next() as u32][rng.below(3) as usize],
+                socket_generation: rng.below(3) as u32,
+                fd: rng.next() as i32,
+                errno: [0, 111, 115, rng.next() as i32][rng.below(4) as usize],
+                duration_ns: rng.wild_u64(),
+                remote: addr(rng),
+                local: addr(rng),
+                transport: rng.below(4) as u8,
+                _pad: [0; 7],
+            }
+            .as_bytes()
+            .to_vec()
+        }
+        4 => DatagramEvent {
+            header: header(rng, kind::DATAGRAM, DatagramEvent::SLOTS),
+            socket: rng.below(8) as u32,
+            socket_generation: rng.below(3) as u32,
+            bytes: rng.wild_u64(),
+            peer: addr(rng),
+            direction: rng.below(4) as u8,
+            _pad: [0; 3],
+        }
+        .as_bytes()
+        .to_vec(),
+        5 => {
+            let mut e = InvocationEvent {
+                header: header(rng, kind::INVOCATION, InvocationEvent::SLOTS),
+                phase: rng.below(5) as u8,
+                request_id_len: rng.next() as u8,
+                _pad: [0; 6],
+                deadline_ms: rng.wild_u64(),
+                request_id: [0; REQUEST_ID_MAX],
+            };
+            if rng.chance(70) {
+                e.request_id[..36].copy_from_slice(b"8476a536-e9f4-11e8-9739-2dfe598c3fcd");
+                e.request_id_len = 36;
+            } else {
+                rng.bytes(&mut e.request_id);
+            }
+            e.as_bytes().to_vec()
+        }
+        _ => {
+            let mut v = vec![0u8; SLOT_SIZE * (rng.below(MAX_EVENT_SLOTS as u64) as usize + 1)];
+            rng.bytes(&mut v);
+            v
+        }
+    };
+    // Flip a few bytes anywhere (kind, slot count, lengths, ...).
+    if rng.chance(30) {
+        for _ in 0..rng.below(4) + 1 {
+            let i = rng.below(bytes.len() as u64) as usize;
+            bytes[i] = rng.next() as u8;
+        }
+    }
+    let slots = bytes.len().div_ceil(SLOT_SIZE).clamp(1, MAX_EVENT_SLOTS);
+    (bytes, slots)
+}
+
+/// Writes random and mutated content everywhere the collector reads: header counters, ring
+/// control blocks and slots, socket slots.
+pub fn scribble(r: &Region, rng: &mut Rng) {
+    let h = r.header();
+    if rng.chance(50) {
+        for c in [
+            &h.dropped_no_ring,
+            &h.sockets_untracked,
+            &h.fds_untracked,
+            &h.attached_processes,
+        ] {
+            c.store(rng.wild_u64(), Relaxed);
+        }
+        for c in [
+            &h.socket_hint,
+            &h.socket_high_water,
+            &h.epoch,
+            &h.invocations_done,
+        ] {
+            c.store(rng.wild_u32(), Relaxed);
+        }
+    }
+    for i in 0..r.geometry().rings {
+        let Some(ring) = r.ring(i) else { break };
+        let c = ring.control;
+        if rng.chance(30) {
+            continue; // leave some rings as they are
+        }
+        c.state.store(rng.below(4) as u32, Relaxed);
+        c.owner_pid.store(rng.wild_u32(), Relaxed);
+        c.head.store(0, Relaxed);
+        c.tail.store(0, Relaxed);
+        for _ in 0..rng.below(ring.capacity() as u64) {
+            let (bytes, slots) = event(rng);
+            let slots = if rng.chance(5) {
+                rng.below(MAX_EVENT_SLOTS as u64) as usize + 1
+            } else {
+                slots
+            };
+            if !ring.push(&bytes[..bytes.len().min(slots * SLOT_SIZE)], slots) {
+                break;
+            }
+        }
+        match rng.below(10) {
+            0 => c.head.store(rng.wild_u64(), Relaxed),
+            1 => c.tail.store(rng.wild_u64(), Relaxed),
+            2 => {
+                let t = rng.wild_u64();
+                c.tail.store(t, Relaxed);
+                c.head.store(t.wrapping_add(rng.below(8)), Relaxed);
+            }
+            _ => {}
+        }
+        c.dropped.store(rng.wild_u64(), Relaxed);
+    }
+    // Sometimes every slot is valid and as large as the tracker accepts: their sum overflows.
+    let big = rng.chance(10);
+    for i in 0..r.geometry().sockets {
+        let Some(s) = r.socket(i) else { break };
+        if rng.chance(20) && !big {
+            continue;
+        }
+        let kind = if big {
+            pack_kind(family::IPV4, transport::TCP, role::OUTGOING)
+        } else if rng.chance(80) {
+            pack_kind(
+                [family::IPV4, family::IPV6, 0, 9][rng.below(4) as usize],
+                [transport::TCP, transport::UDP, 0][rng.below(3) as usize],
+                rng.below(4) as u8,
+            )
+        } else {
+            rng.next() as u32
+        };
+        s.generation.store(rng.below(3) as u32, Relaxed);
+        s.pid.store(rng.below(4) as u32 + 1, Relaxed);
+        s.kind.store(kind, Relaxed);
+        s.flags.store(rng.next() as u32, Relaxed);
+        s.connect_state.store(rng.below(5) as u32, Relaxed);
+        s.connect_errno.store(rng.next() as i32, Relaxed);
+        s.fd.store(rng.next() as i32, Relaxed);
+        s.remote.store(&addr(rng));
+        s.local.store(&addr(rng));
+        for c in [
+            &s.bytes_sent,
+            &s.bytes_received,
+            &s.sends,
+            &s.receives,
+            &s.open_ns,
+            &s.close_ns,
+            &s.dns_query_ns,
+            &s.base_sent,
+            &s.base_received,
+        ] {
+            c.store(rng.wild_u64(), Relaxed);
+        }
+        for c in [
+            &s.rtt_us,
+            &s.rtt_var_us,
+            &s.total_retrans,
+            &s.tcp_state,
+            &s.segs_out,
+            &s.segs_in,
+            &s.fd_refs,
+        ] {
+            c.store(rng.wild_u32(), Relaxed);
+        }
+        s.epoch.store(rng.below(5) as u32, Relaxed);
+        s.open_epoch.store(rng.below(5) as u32, Relaxed);
+        if big {
+            s.remote.store(&Addr::from_ipv4([10, 0, 0, i as u8], 443));
+            for c in [&s.bytes_sent, &s.bytes_received, &s.sends, &s.receives] {
+                c.store((1 << 56) - rng.below(1000), Relaxed);
+            }
+            s.state.store(socket_state::OPEN, Relaxed);
+            continue;
+        }
+        s.state.store(
+            [
+                socket_state::OPEN,
+                socket_state::CLOSED,
+                socket_state::FREE,
+                rng.next() as u32,
+            ][rng.below(4) as usize],
+            Relaxed,
+        );
+    }
+}
+
+/// Everything that reads a tracker, on whatever it holds.
+fn consume_everything(t: &Tracker, r: &Region, flow_log: &mut FlowLog) {
+    let health = t.health(r);
+    let s = summary::build(
+        t,
+        health,
+        RunInfo {
+            command: vec!["x".into()],
+            pid: 1,
+            exit_code: 0,
+            duration_ms: 1.0,
+        },
+    );
+    let _ = summary::render_text(&s);
+    serde_json::to_string(&s).unwrap();
+    for epoch in 0..4 {
+        let rep = invocation::report(t, epoch, Some("r"));
+        let _ = rep.log_line();
+        let _ = rep.emf("f", 1);
+    }
+    let now = netmon_proto::ring::realtime_ns();
+    flow_log.poll(t, &[], now).unwrap();
+    flow_log.finish(t, &[], now).unwrap();
+}
+
+#[test]
+fn hostile_region_contents_are_rejected_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flow_log = FlowLog::create(
+        &dir.path().join("flows.log"),
+        std::time::Duration::from_secs(1),
+        netmon_proto::ring::realtime_ns(),
+    )
+    .unwrap();
+    // Enough sockets that their bounded counters still overflow a plain sum.
+    let r = Region::create(
+        Geometry {
+            rings: 4,
+            ring_capacity: 16,
+            sockets: 512,
+        },
+        1,
+    )
+    .unwrap();
+    let mut rng = Rng::new(7);
+    let mut rejected_seen = false;
+    for _ in 0..rounds(300) {
+        // A tracker lives across several scribbles, as in a real run.
+        let mut t = Tracker::new();
+        for _ in 0..rng.below(4) + 1 {
+            scribble(&r, &mut rng);
+            t.poll(&r);
+        }
+        t.finish(&r);
+        for rec in t.sockets.values() {
+            assert!(rec.bytes_sent <= 1 << 56 && rec.bytes_received <= 1 << 56);
+            let (tx, rx) = rec.epoch_bytes.values().fold((0u64, 0u64), |a, b| {
+                (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+            });
+            assert!(tx <= rec.bytes_sent && rx <= rec.bytes_received, "{rec:?}");
+        }
+        rejected_seen |= t.health(&r).records_rejected > 0;
+        consume_everything(&t, &r, &mut flow_log);
+    }
+    assert!(rejected_seen, "the cases never produced a rejected record");
+}
+
+#[test]
+fn a_scribbling_process_cannot_hide_sockets_by_lowering_the_high_water_mark() {
+    let r = Region::create(
+        Geometry {
+            rings: 1,
+            ring_capacity: 16,
+            sockets: 8,
+        },
+        1,
+    )
+    .unwrap();
+    let s = r.socket(5).unwrap();
+    s.kind.store(
+        pack_kind(family::IPV4, transport::TCP, role::OUTGOING),
+        Relaxed,
+    );
+    s.remote.store(&Addr::from_ipv4([10, 0, 0, 1], 80));
+    s.state.store(socket_state::OPEN, Relaxed);
+    r.header().socket_high_water.store(6, Relaxed);
+    let mut t = Tracker::new();
+    t.poll(&r);
+    assert_eq!(t.sockets.len(), 1);
+    r.header().socket_high_water.store(0, Relaxed);
+    s.bytes_sent.store(1234, Relaxed);
+    s.state.store(socket_state::CLOSED, Relaxed);
+    t.finish(&r);
+    let rec = t.sockets.values().next().unwrap();
+    assert_eq!((rec.bytes_sent, rec.close_ns.is_some()), (1234, true));
+}
