@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Fuzzes the /proc parsers (procnet/) with cargo-fuzz for a bounded time: every target in
-# fuzz/ runs NETMON_FUZZ_SECONDS seconds (default 20), seeded with the fixture files. Needs the
-# nightly toolchain and cargo-fuzz (scripts/install-test-deps.sh installs cargo-fuzz when
-# nightly is there). A crash fails the script; libFuzzer leaves the input in fuzz/artifacts/.
+# Fuzzes netmon's parsers of untrusted input with cargo-fuzz for a bounded time: the /proc
+# parsers (procnet/), the ring consumer and the collector's region reader (what any monitored
+# process can write), the DNS wire parser and the Lambda Runtime API classifier of the
+# interceptor. Every target in fuzz/ runs NETMON_FUZZ_SECONDS seconds (default 20), with
+# overflow checks on (-a), seeded with fuzz/seeds/<target> or, for the /proc targets, the
+# fixture files. Needs the nightly toolchain and cargo-fuzz (scripts/install-test-deps.sh
+# installs cargo-fuzz when nightly is there). A crash fails the script; libFuzzer leaves the
+# input in fuzz/artifacts/<target>/, and `cargo +nightly fuzz run -a <target> <file>` replays it.
 #   scripts/fuzz.sh                 # every target
 #   scripts/fuzz.sh proc_net_snmp   # one target
+#   NETMON_FUZZ_SECONDS=3600 scripts/fuzz.sh region_reader   # a long run (see SECURITY.md)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +32,7 @@ fi
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-if ! cargo +nightly fuzz build >"$log" 2>&1; then
+if ! cargo +nightly fuzz build -a >"$log" 2>&1; then
     cat "$log" >&2
     echo "fuzz: building the fuzz targets failed" >&2
     exit 1
@@ -35,7 +40,9 @@ fi
 for t in "${targets[@]}"; do
     corpus="fuzz/corpus/$t"
     mkdir -p "$corpus"
-    if ! cargo +nightly fuzz run "$t" "$corpus" procnet/tests/fixtures -- \
+    seeds="fuzz/seeds/$t"
+    [ -d "$seeds" ] || seeds=procnet/tests/fixtures
+    if ! cargo +nightly fuzz run -a "$t" "$corpus" "$seeds" -- \
         -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz: $t failed (input saved under fuzz/artifacts/$t/)" >&2

@@ -16,12 +16,13 @@ cargo build --workspace
 echo "== cargo test --workspace"
 cargo test --workspace
 
-echo "== fuzzing the /proc parsers (scripts/fuzz.sh, NETMON_FUZZ_SECONDS per target, default 10 here)"
+echo "== fuzzing the parsers of untrusted input (scripts/fuzz.sh, NETMON_FUZZ_SECONDS per target, default 10 here)"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --version >/dev/null 2>&1; then
     NETMON_FUZZ_SECONDS="${NETMON_FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
 else
     # cargo-fuzz needs nightly; the same invariants ran above on stable, on random and
-    # mutated input (procnet/tests/robustness.rs), without coverage guidance.
+    # mutated input (procnet/tests/robustness.rs, collector/src/hostile_input.rs, the parsers'
+    # unit tests), without coverage guidance.
     echo "no nightly toolchain with cargo-fuzz: fuzz targets not run"
 fi
 

@@ -1,5 +1,7 @@
 //! Human names for the numeric codes the interceptor records (errno, getaddrinfo's `EAI_*`,
 //! `h_errno`, DNS rcodes), and the DNS rcode each libc failure corresponds to.
+//!
+//! Also compiled into the fuzz target `fuzz/fuzz_targets/region_reader.rs`: no `crate::` uses.
 
 /// `ECONNREFUSED`, `ETIMEDOUT`, ...; "unknown" for 0 (the reason could not be learned).
 pub fn errno_name(e: i32) -> String {

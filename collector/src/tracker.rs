@@ -4,6 +4,9 @@
 //!
 //! Everything read from the region is untrusted: events and slots that fail validation are
 //! skipped and counted in [`Health::records_rejected`], never trusted, never a panic.
+//!
+//! Also compiled, with `names`, into the fuzz target `fuzz/fuzz_targets/region_reader.rs`: keep
+//! its dependencies to those two modules, `netmon_proto` and `std`.
 
 use crate::names;
 use netmon_proto::region::Region;

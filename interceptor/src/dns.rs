@@ -1,6 +1,9 @@
 //! Name-resolution results (libc structures) and DNS wire messages (port 53 datagrams) turned
 //! into [`DnsEvent`]s. Everything here is bounds-checked and allocation-free: a malformed
 //! packet yields `None`, never a panic.
+//!
+//! Also compiled into the fuzz target `fuzz/fuzz_targets/dns_message.rs`: keep it free of other
+//! modules of this crate.
 
 use core::ffi::{c_char, c_int};
 use netmon_proto::{Addr, DnsEvent};

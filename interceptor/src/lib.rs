@@ -23,6 +23,7 @@ pub mod hooks;
 mod inherit;
 mod platform;
 mod real;
+mod runtime_api;
 mod shared;
 mod sockets;
 mod thread;

@@ -9,6 +9,7 @@
 //! Telemetry API.
 
 use crate::events::emit;
+use crate::runtime_api::{Boundary, classify, parse_address};
 use crate::shared::region;
 use crate::thread::Guard;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -21,45 +22,12 @@ use netmon_proto::{
 static API_IP: AtomicU32 = AtomicU32::new(0);
 static API_PORT: AtomicU32 = AtomicU32::new(0);
 
-/// Parses `host:port[/prefix]` (host an IPv4 literal or `localhost`).
+/// Takes the Runtime API's address from `AWS_LAMBDA_RUNTIME_API` (`host:port[/prefix]`).
 pub fn configure(value: &[u8]) {
-    let hostport = value.split(|b| *b == b'/').next().unwrap_or(&[]);
-    let Some(colon) = hostport.iter().rposition(|b| *b == b':') else {
-        return;
-    };
-    let (host, port) = (&hostport[..colon], &hostport[colon + 1..]);
-    let Some(port) = parse_u32(port).filter(|p| *p > 0 && *p < 65536) else {
-        return;
-    };
-    let ip = if host == b"localhost" {
-        [127, 0, 0, 1]
-    } else {
-        match parse_ipv4(host) {
-            Some(ip) => ip,
-            None => return,
-        }
-    };
-    API_IP.store(u32::from_ne_bytes(ip), Ordering::Relaxed);
-    API_PORT.store(port, Ordering::Relaxed);
-}
-
-fn parse_u32(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || s.len() > 9 {
-        return None;
+    if let Some((ip, port)) = parse_address(value) {
+        API_IP.store(u32::from_ne_bytes(ip), Ordering::Relaxed);
+        API_PORT.store(port as u32, Ordering::Relaxed);
     }
-    s.iter().try_fold(0u32, |acc, c| {
-        c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
-    })
-}
-
-fn parse_ipv4(s: &[u8]) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = s.split(|b| *b == b'.');
-    for o in out.iter_mut() {
-        let v = parse_u32(parts.next()?)?;
-        *o = u8::try_from(v).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// True if `remote` is the Runtime API.
@@ -69,80 +37,6 @@ pub fn is_runtime_api(remote: &Addr) -> bool {
         && remote.family == netmon_proto::family::IPV4
         && remote.port as u32 == port
         && remote.bytes[..4] == API_IP.load(Ordering::Relaxed).to_ne_bytes()
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// The value of header `name` (lowercase, with the colon) in an HTTP head.
-fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let at = find_ignore_case(head, name)? + name.len();
-    let rest = head.get(at..)?;
-    let end = rest
-        .iter()
-        .position(|b| *b == b'\r' || *b == b'\n')
-        .unwrap_or(rest.len());
-    Some(trim(&rest[..end]))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| *b != b' ').unwrap_or(s.len());
-    let end = s.iter().rposition(|b| *b != b' ').map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or(&[])
-}
-
-/// What a request or response on the Runtime API connection means.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Boundary<'a> {
-    /// A new invocation (request id, deadline in ms since the epoch).
-    Start(&'a [u8], u64),
-    /// The runtime posted the invocation's response or error.
-    Done(&'a [u8], u8),
-}
-
-/// Classifies bytes the runtime sent (`outgoing`) or received on the Runtime API connection.
-pub fn classify(data: &[u8], outgoing: bool) -> Option<Boundary<'_>> {
-    if outgoing {
-        if !data.starts_with(b"POST ") {
-            return None;
-        }
-        let line_end = data.iter().position(|b| *b == b'\r' || *b == b'\n')?;
-        let line = &data[..line_end];
-        let marker = b"/runtime/invocation/";
-        let at = find(line, marker)? + marker.len();
-        let rest = &line[at..];
-        let slash = rest.iter().position(|b| *b == b'/')?;
-        let id = &rest[..slash];
-        let tail = &rest[slash..];
-        let phase = if tail.starts_with(b"/response") {
-            invocation_phase::RESPONSE
-        } else if tail.starts_with(b"/error") {
-            invocation_phase::ERROR
-        } else {
-            return None;
-        };
-        (!id.is_empty()).then_some(Boundary::Done(id, phase))
-    } else {
-        if !data.starts_with(b"HTTP/1.") {
-            return None;
-        }
-        let id = header(data, b"lambda-runtime-aws-request-id:")?;
-        let deadline = header(data, b"lambda-runtime-deadline-ms:")
-            .and_then(|d| {
-                d.iter().try_fold(0u64, |acc, c| {
-                    c.is_ascii_digit()
-                        .then(|| acc.wrapping_mul(10).wrapping_add((c - b'0') as u64))
-                })
-            })
-            .unwrap_or(0);
-        (!id.is_empty()).then_some(Boundary::Start(id, deadline))
-    }
 }
 
 /// Acts on bytes seen on the Runtime API connection.
@@ -182,43 +76,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_api_requests_and_responses() {
-        let post = b"POST /2018-06-01/runtime/invocation/8476a536-e9f4/response HTTP/1.1\r\nHost: x\r\n\r\n{}";
-        assert_eq!(
-            classify(post, true),
-            Some(Boundary::Done(b"8476a536-e9f4", invocation_phase::RESPONSE))
-        );
-        let err = b"POST /pfx/2018-06-01/runtime/invocation/abc/error HTTP/1.1\r\n";
-        assert_eq!(
-            classify(err, true),
-            Some(Boundary::Done(b"abc", invocation_phase::ERROR))
-        );
-        assert_eq!(
-            classify(
-                b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n",
-                true
-            ),
-            None
-        );
-        let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nlambda-runtime-aws-request-id: 1234\r\nLambda-Runtime-Deadline-Ms: 1700000000123\r\n\r\n{}";
-        assert_eq!(
-            classify(resp, false),
-            Some(Boundary::Start(b"1234", 1_700_000_000_123))
-        );
-        assert_eq!(classify(b"HTTP/1.1 202 Accepted\r\n\r\n", false), None);
-        assert_eq!(classify(b"", false), None);
-        assert_eq!(classify(b"POST /runtime/invocation/", true), None);
-    }
-
-    #[test]
-    fn parses_the_api_address() {
+    fn recognises_the_configured_api_address() {
         configure(b"127.0.0.1:9001");
         assert!(is_runtime_api(&Addr::from_ipv4([127, 0, 0, 1], 9001)));
         assert!(!is_runtime_api(&Addr::from_ipv4([127, 0, 0, 1], 9002)));
         configure(b"localhost:7000/prefix/path");
         assert!(is_runtime_api(&Addr::from_ipv4([127, 0, 0, 1], 7000)));
-        assert_eq!(parse_ipv4(b"1.2.3"), None);
-        assert_eq!(parse_ipv4(b"1.2.3.256"), None);
-        assert_eq!(parse_u32(b"99999999999"), None);
     }
 }
