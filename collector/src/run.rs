@@ -128,7 +128,9 @@ pub fn run(opts: RunOptions) -> Result<i32> {
                         }
                         p.collect(&tracker, tracker.health(&session.region));
                     }
-                    std::thread::sleep(interval);
+                    // Woken early when the command exits (a long --poll-ms must not delay the
+                    // report); a spurious wake-up only means an early read.
+                    std::thread::park_timeout(interval);
                 }
                 tracker.finish(&session.region);
                 let observed = observer.finish(&tracker);
@@ -145,6 +147,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
             });
             let status = child.wait();
             stop.store(true, Ordering::Relaxed);
+            handle.thread().unpark();
             let (tracker, exported, observed) = handle.join().expect("reader thread panicked");
             (status, tracker, exported, observed)
         })
