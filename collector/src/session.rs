@@ -8,7 +8,7 @@
 //! to that path at a fixed place in a private directory.
 
 use anyhow::{Context, Result, anyhow};
-use netmon_proto::region::{Geometry, Region, ensure_private_dir};
+use netmon_proto::region::{Geometry, Region, RegionError, ensure_private_dir};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,19 @@ pub const INTERCEPTOR: &str = "libnetmon.so";
 /// Default directory for published regions: `/tmp/netmon-<uid>` (Lambda has no `/dev/shm`).
 pub fn default_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/netmon-{}", nix::unistd::geteuid()))
+}
+
+/// A region error in words: the system's text for an errno, not its number.
+fn describe(e: RegionError) -> String {
+    match e {
+        RegionError::Os { step, errno } => {
+            format!(
+                "{step} failed: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 fn c_path(p: &Path) -> Result<CString> {
@@ -40,15 +53,16 @@ impl Session {
     /// monitored.
     pub fn create(geometry: Geometry) -> Result<Session> {
         let region = Region::create(geometry, std::process::id())
-            .map_err(|e| anyhow!("cannot create the shared memory: {e}"))?;
+            .map_err(|e| anyhow!("cannot create the shared memory: {}", describe(e)))?;
         let fd = region
             .fd()
             .ok_or_else(|| anyhow!("the shared memory has no descriptor"))?;
         let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
         Region::open(&c_path(&path)?).map_err(|e| {
             anyhow!(
-                "the shared memory cannot be opened through {} ({e}); netmon needs /proc",
-                path.display()
+                "the shared memory cannot be opened through {} ({}); netmon needs /proc",
+                path.display(),
+                describe(e)
             )
         })?;
         Ok(Session {
@@ -64,7 +78,7 @@ impl Session {
     /// Whatever was at `dir/name` is replaced atomically, never followed or written through.
     pub fn publish(&mut self, dir: &Path, name: &str) -> Result<()> {
         ensure_private_dir(&c_path(dir)?)
-            .map_err(|e| anyhow!("shared-memory directory {}: {e}", dir.display()))?;
+            .map_err(|e| anyhow!("shared-memory directory {}: {}", dir.display(), describe(e)))?;
         let link = dir.join(name);
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
