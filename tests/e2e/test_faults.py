@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import harness
+from support.faults import full_tmpfs
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 R1, R2 = 50, 150
@@ -87,3 +88,169 @@ def test_truncating_the_shared_memory_cannot_crash_the_program(start_netmon, wor
     assert refused == [4096, 0], "the region could be truncated"
     flow = harness.one_flow(result, direction="outgoing", transport="tcp")
     assert (flow["connections"], flow["bytes_sent"], flow["bytes_received"]) == (R1 + R2, (R1 + R2) * 1000, (R1 + R2) * 500)
+
+
+@pytest.mark.requires("gcc")
+def test_netmon_run_shares_memory_without_any_file(start_netmon, workload, tmp_path):
+    """Nothing to delete, fill up or replace in the file system: the program reaches the
+    region through netmon's own descriptor."""
+    steady = Steady(start_netmon, workload, tmp_path)
+    path = steady.shm_path()
+    netmon_pid = steady.running.proc.pid
+    assert path.startswith(f"/proc/{netmon_pid}/fd/"), path
+    assert os.readlink(path).startswith("/memfd:netmon"), os.readlink(path)
+    # The program itself holds no descriptor of it, only the mapping.
+    fds = [os.readlink(f"/proc/{steady.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{steady.pid}/fd")]
+    assert not [f for f in fds if "memfd" in f], fds
+    maps = Path(f"/proc/{steady.pid}/maps").read_text()
+    assert "/memfd:netmon" in maps, maps
+    steady.go()
+    assert_program_unaffected(steady.running.wait())
+
+
+class Subreaper:
+    """Makes this process the reaper of its orphaned descendants while in use, so the exit
+    status of a program whose netmon was killed can still be collected."""
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __enter__(self):
+        import ctypes  # noqa: PLC0415
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        assert self.libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return self
+
+    def __exit__(self, *exc):
+        self.libc.prctl(self.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+    @staticmethod
+    def wait(pid: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.01)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"pid {pid} did not finish in {timeout}s")
+
+
+@pytest.mark.requires("gcc")
+def test_program_finishes_unchanged_when_netmon_is_killed(start_netmon, workload, tmp_path):
+    """netmon SIGKILLed mid-run: the program keeps writing to the memory (no reader, the rings
+    fill, nothing waits) and finishes with the same output and exit status."""
+    with Subreaper():
+        steady = Steady(start_netmon, workload, tmp_path)
+        netmon = steady.running.proc
+        os.kill(netmon.pid, 9)
+        assert netmon.wait(10) == -9
+        steady.go()
+        status = Subreaper.wait(steady.pid, 60)
+        # The program inherited netmon's stdout: read it until the program closed it.
+        out = netmon.stdout.read()
+    assert (status, out) == (0, STEADY_OUT)
+
+
+def scribble_everything(path: str, seed: int) -> int:
+    """Overwrites the whole region with random bytes, as a buggy or hostile process could;
+    returns its size."""
+    import mmap  # noqa: PLC0415
+    import random  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        with mmap.mmap(fd, size) as m:
+            for at in range(0, size, 1 << 16):
+                n = min(1 << 16, size - at)
+                m[at : at + n] = rng.randbytes(n)
+    finally:
+        os.close(fd)
+    return size
+
+
+@pytest.mark.requires("gcc")
+def test_garbage_over_the_whole_region_only_costs_records(start_netmon, workload, tmp_path):
+    """Random bytes over every byte of the region mid-run (header, rings, socket slots): the
+    program is unaffected, netmon does not crash, and what it could not trust is counted."""
+    steady = Steady(start_netmon, workload, tmp_path, netmon_args=["--rings", "8", "--sockets", "1024"])
+    assert scribble_everything(steady.shm_path(), seed=1) > 0
+    steady.go()
+    result = steady.running.wait()
+    assert_program_unaffected(result)
+    assert result.summary is not None, result.describe()
+    assert result.summary["records_rejected"] > 0, result.describe()
+    assert "rejected" in result.proc.stderr, result.describe()
+
+
+@pytest.mark.requires("gcc", "root")
+def test_full_tmp_does_not_matter(start_netmon, workload, tmp_path):
+    """/tmp (TMPDIR, NETMON_SHM_DIR) on a full file system: netmon run needs no file, so the
+    program is monitored as usual."""
+    with full_tmpfs(tmp_path / "full") as full:
+        env = {"TMPDIR": str(full), "NETMON_SHM_DIR": str(full)}
+        steady = Steady(start_netmon, workload, tmp_path, env=env)
+        steady.go()
+        result = steady.running.wait()
+    assert_program_unaffected(result)
+    flow = harness.one_flow(result, direction="outgoing", transport="tcp")
+    assert (flow["connections"], flow["bytes_sent"], flow["bytes_received"]) == (R1 + R2, (R1 + R2) * 1000, (R1 + R2) * 500)
+    assert result.summary["dropped_events"] == 0, result.describe()
+
+
+@pytest.mark.requires("gcc")
+def test_rings_full_for_long_drop_events_but_bytes_stay_exact(run_netmon, workload):
+    """Four threads making connections as fast as they can for a few seconds, into 4-slot rings
+    read once a second: almost every event is dropped — counted and reported — and nothing
+    waits. Bytes and connection outcomes live in the socket slots, not in events: still exact.
+    (Enough socket slots for every socket of the run, so none is untracked even if the
+    collector never freed one.)"""
+    threads, rounds = 4, 6000
+    n = threads * rounds
+    result = run_netmon(
+        [workload, "flood", threads, rounds],
+        netmon_args=["--ring-slots", "4", "--rings", "2", "--poll-ms", "1000", "--sockets", str(2 * n + 64)],
+        timeout=120,
+    )
+    expected = f"rounds {n} sent {n * 1000} received {n * 500} exit 0\n"
+    assert result.proc.returncode == 0 and result.proc.stdout == expected, result.describe()
+    out = [f for f in result.summary["flows"] if f["direction"] == "outgoing" and f["transport"] == "tcp"]
+    inc = [f for f in result.summary["flows"] if f["direction"] == "incoming" and f["transport"] == "tcp"]
+    got = (sum(f["connections"] for f in out), sum(f["bytes_sent"] for f in out), sum(f["bytes_received"] for f in out))
+    assert got == (n, n * 1000, n * 500), result.describe()
+    got = (sum(f["connections"] for f in inc), sum(f["bytes_sent"] for f in inc), sum(f["bytes_received"] for f in inc))
+    assert got == (n, n * 500, n * 1000), result.describe()
+    # Connect and accept events: far more than 2 rings × 4 slots per second could take.
+    assert result.summary["dropped_events"] > n, result.describe()
+    assert result.summary["sockets_untracked"] == 0 and result.summary["records_rejected"] == 0, result.describe()
+    assert f"{result.summary['dropped_events']} events dropped" in result.proc.stderr, result.describe()
+
+
+@pytest.mark.requires("gcc")
+def test_a_scribbling_process_costs_only_its_own_records(start_netmon, workload, tmp_path):
+    """A monitored process that writes random bytes over the header's counters, its own rings,
+    the free rings and its own socket slots — twice, while another program runs beside it:
+    netmon rejects and counts what it cannot trust, and the other program's traffic is still
+    exact."""
+    sync = tmp_path / "sync"
+    script = (
+        f'"$0" steady {R1} {R2} {sync} & w=$!; '
+        f'"$1" {PROGRAMS / "scribbler.py"} {sync} 7 || exit 9; wait $w'
+    )
+    running = start_netmon(["sh", "-c", script, workload, harness.PYTHON], timeout=90)
+    result = running.wait()
+    assert_program_unaffected(result)
+    assert "scribbled" in result.proc.stderr, result.describe()
+    victim = int(sync.with_suffix(".pid").read_text())
+    flows = [f for f in result.summary["flows"] if victim in f["pids"] and f["direction"] == "outgoing"]
+    assert len(flows) == 1, result.describe()
+    (flow,) = flows
+    assert flow["pids"] == [victim], result.describe()
+    assert (flow["connections"], flow["bytes_sent"], flow["bytes_received"]) == (R1 + R2, (R1 + R2) * 1000, (R1 + R2) * 500), (
+        result.describe()
+    )
+    assert harness.process(result.summary, victim) is not None, result.describe()
+    assert result.summary["records_rejected"] > 0, result.describe()

@@ -335,3 +335,54 @@ def test_runtime_api_with_a_path_prefix(local_lambda, layer_opt, tmp_path, http_
     assert (int(got["tx_bytes"]), int(got["rx_bytes"])) == (after[0] - before[0], after[1] - before[1])
     assert r.post_runtime_extensions_duration_ms < 1000, r.describe()
     lam.shutdown()
+
+
+@pytest.mark.requires("root")
+def test_the_published_link_can_be_deleted_but_the_memory_not_truncated(
+    local_lambda, layer_opt, tmp_path, http_backend, forwarder
+):
+    """The extension publishes a symlink to its sealed memfd for the runtime. Deleting it, or
+    trying to truncate the memory behind it, changes nothing for the running function: bytes
+    per invocation stay exact."""
+    from support.faults import full_tmpfs  # noqa: PLC0415
+
+    fwd = forwarder(http_backend.port)
+    lam = local_lambda(
+        NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+        env=netmon_env(layer_opt, tmp_path), exec_wrapper=layer_opt / "netmon-wrapper",
+    )
+    link = tmp_path / "shm" / "lambda.shm"
+    assert os.readlink(link).startswith("/proc/"), os.readlink(link)
+    assert (link.parent.stat().st_mode & 0o777) == 0o700
+    fd = os.open(link, os.O_RDWR)
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+    link.unlink()
+    for download, upload in [(20_000, 300), (7, 4_000)]:
+        before = fwd.totals()
+        r = lam.invoke({"port": fwd.port, "download": download, "upload": upload})
+        assert r.ok and r.json()["downloaded"] == download, r.describe()
+        after = fwd.totals()
+        got = report_lines(lam, want=2).get(r.request_id)
+        assert got is not None, lam.describe()
+        assert (int(got["tx_bytes"]), int(got["rx_bytes"])) == (after[0] - before[0], after[1] - before[1]), got
+    lam.shutdown()
+
+    # A full /tmp: the extension cannot publish the link, says so once, and the function runs
+    # unmonitored at the socket level (interface counters are still reported).
+    with full_tmpfs(tmp_path / "full") as full:
+        env = netmon_env(layer_opt, tmp_path, NETMON_SHM_DIR=str(full / "netmon"))
+        lam = local_lambda(
+            NETMON_FUNCTIONS / "netmon_python", "app.handler", opt_dir=layer_opt,
+            env=env, exec_wrapper=layer_opt / "netmon-wrapper",
+        )
+        r = lam.invoke({"port": fwd.port, "download": 1000})
+        assert r.ok and r.json()["downloaded"] == 1000, r.describe()
+        got = report_lines(lam, want=2).get(r.request_id)
+        assert got is not None and got.get("socket_level") == "unavailable", got
+        errors = [line.text for line in lam.logs(source="extension:netmon") if "continuing without socket-level data" in line.text]
+        assert len(errors) == 1 and "No space left on device" in errors[0], errors
+        lam.shutdown()
