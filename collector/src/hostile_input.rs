@@ -427,3 +427,285 @@ fn a_scribbling_process_cannot_hide_sockets_by_lowering_the_high_water_mark() {
     let rec = t.sockets.values().next().unwrap();
     assert_eq!((rec.bytes_sent, rec.close_ns.is_some()), (1234, true));
 }
+
+// ------------------------------------------------------------------ Lambda APIs and settings
+
+use crate::lambda::api::{ApiBase, NextEvent};
+use crate::lambda::extension::Config;
+use crate::lambda::telemetry_api::parse_batch;
+use crate::telemetry::config::{self as export_config, ExportFlags};
+use crate::telemetry::resource::parse_resource_attributes;
+
+/// Valid documents of each kind, the starting points for mutation.
+const NEXT_EVENTS: &[&str] = &[
+    r#"{"eventType":"INVOKE","deadlineMs":1700000003000,"requestId":"r1","invokedFunctionArn":"arn:aws:lambda:us-east-1:1:function:f","tracing":{"type":"X-Amzn-Trace-Id","value":"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"}}"#,
+    r#"{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":1700000005000}"#,
+];
+const BATCHES: &[&str] = &[
+    r#"[{"time":"x","type":"platform.start","record":{"requestId":"a","version":"$LATEST"}},{"time":"x","type":"platform.runtimeDone","record":{"requestId":"a","status":"success","metrics":{"durationMs":10.5}}},{"time":"x","type":"platform.report","record":{"requestId":"a","metrics":{"durationMs":12.0,"billedDurationMs":13,"initDurationMs":200.5}}},{"type":"function","record":"hello"}]"#,
+];
+/// Tokens that JSON mutations splice in: wrong types, huge and odd numbers, escapes.
+const JSON_TOKENS: &[&str] = &[
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "\"\"",
+    "-1",
+    "1e999",
+    "18446744073709551616",
+    "-0",
+    "0.5",
+    "\"\\ud800\"",
+    "\"\\u0000\"",
+    "\"INVOKE\"",
+    "\"SHUTDOWN\"",
+    "\"platform.report\"",
+    ",",
+    ":",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\"requestId\"",
+    "\"metrics\"",
+    "NaN",
+];
+
+/// A mutation of `doc`: bytes replaced, removed, duplicated, or a token spliced in.
+fn mutate_json(rng: &mut Rng, doc: &str) -> String {
+    let mut b = doc.as_bytes().to_vec();
+    for _ in 0..rng.below(4) + 1 {
+        let at = rng.below(b.len() as u64 + 1) as usize;
+        match rng.below(4) {
+            0 if at < b.len() => b[at] = rng.next() as u8,
+            1 if at < b.len() => {
+                let end = (at + rng.below(16) as usize).min(b.len());
+                b.drain(at..end);
+            }
+            2 => {
+                let t = JSON_TOKENS[rng.below(JSON_TOKENS.len() as u64) as usize];
+                b.splice(at..at, t.bytes());
+            }
+            _ => {
+                let end = (at + rng.below(32) as usize).min(b.len());
+                let copy = b[at..end].to_vec();
+                b.splice(at..at, copy);
+            }
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[test]
+fn lambda_api_documents_never_panic() {
+    let mut rng = Rng::new(11);
+    for _ in 0..rounds(20_000) {
+        let which = rng.below(2) as usize;
+        let doc = mutate_json(&mut rng, NEXT_EVENTS[which]);
+        match serde_json::from_str::<NextEvent>(&doc) {
+            Ok(NextEvent::Invoke { request_id, .. }) => {
+                assert!(doc.contains("INVOKE"), "{request_id}")
+            }
+            Ok(NextEvent::Shutdown { .. }) => assert!(doc.contains("SHUTDOWN")),
+            Err(_) => {}
+        }
+        let batch = mutate_json(&mut rng, BATCHES[0]);
+        for e in parse_batch(&batch) {
+            let _ = format!("{e:?}");
+        }
+    }
+    // Nesting far beyond serde_json's recursion limit is an error, not a stack overflow.
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    assert!(parse_batch(&deep).is_empty());
+    assert!(serde_json::from_str::<NextEvent>(&deep).is_err());
+    let deep_record = format!(
+        r#"[{{"type":"platform.start","record":{}}}]"#,
+        "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000)
+    );
+    assert!(parse_batch(&deep_record).is_empty());
+}
+
+/// Printable and unprintable strings, empty and long, with the characters parsers split on.
+fn setting(rng: &mut Rng) -> String {
+    const PIECES: &[&str] = &[
+        "",
+        " ",
+        "0",
+        "1",
+        "-1",
+        "4096",
+        "4097",
+        "99999999999999999999",
+        "1e3",
+        "0x10",
+        "true",
+        "false",
+        "yes",
+        "fail",
+        "end",
+        "background",
+        "grpc",
+        "http/protobuf",
+        "http://",
+        "https://",
+        "localhost",
+        ":",
+        "/",
+        ",",
+        "=",
+        "%",
+        "%2",
+        "%zz",
+        "%0A",
+        "%+1",
+        "\u{0}",
+        "\r\n",
+        "é",
+        "☃",
+        "a=b",
+        "k=%41",
+        "otlp",
+        "console",
+        "otlp-json",
+        "127.0.0.1:4317",
+        "[::1]:4318",
+    ];
+    let mut s = String::new();
+    for _ in 0..rng.below(5) {
+        if rng.chance(20) {
+            let raw = rng.string(8);
+            s.push_str(&String::from_utf8_lossy(&raw));
+        } else {
+            s.push_str(PIECES[rng.below(PIECES.len() as u64) as usize]);
+        }
+    }
+    s
+}
+
+#[test]
+fn extension_settings_never_panic_and_stay_in_range() {
+    const VARS: &[&str] = &[
+        "NETMON_EMF",
+        "NETMON_TELEMETRY_API",
+        "NETMON_RINGS",
+        "NETMON_RING_SLOTS",
+        "NETMON_SOCKETS",
+        "NETMON_FLUSH_TIMEOUT_MS",
+        "NETMON_ON_ERROR",
+        "NETMON_FLUSH",
+        "NETMON_EXPORTERS",
+        "NETMON_SHM_DIR",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ];
+    let mut rng = Rng::new(13);
+    for _ in 0..rounds(5_000) {
+        let mut values = std::collections::HashMap::new();
+        for k in VARS {
+            if rng.chance(60) {
+                values.insert(*k, setting(&mut rng));
+            }
+        }
+        let (config, errors) = Config::from_env(|k| values.get(k).cloned());
+        // Whatever the input, the geometry is one the region accepts.
+        assert!(
+            config.geometry.total_size().is_ok(),
+            "{values:?} -> {config:?}"
+        );
+        assert!(config.flush_timeout.as_millis() >= 1);
+        for e in &errors {
+            assert!(!e.is_empty() && !e.contains('\n'), "{e:?}");
+        }
+        // AWS_LAMBDA_RUNTIME_API.
+        let _ = ApiBase::from_env_value(&setting(&mut rng));
+    }
+}
+
+#[test]
+fn export_settings_never_panic_and_errors_are_one_line() {
+    const VARS: &[&str] = &[
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTEL_BSP_SCHEDULE_DELAY",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+    ];
+    let mut rng = Rng::new(17);
+    for _ in 0..rounds(5_000) {
+        let mut values = std::collections::HashMap::new();
+        for k in VARS {
+            if rng.chance(50) {
+                values.insert(*k, setting(&mut rng));
+            }
+        }
+        let flags = ExportFlags {
+            exporters: rng.chance(70).then(|| setting(&mut rng)),
+            otlp_json: rng.chance(20).then(|| "/nonexistent/x.jsonl".into()),
+            src_port: rng.chance(50),
+            cardinality_limit: rng.below(3) as usize,
+            flush_timeout: std::time::Duration::from_millis(rng.below(1000)),
+        };
+        let env = |k: &str| values.get(k).cloned();
+        if let Err(e) = export_config::resolve(&flags, &env) {
+            assert!(!e.0.is_empty() && !e.0.contains('\n'), "{e:?}");
+        }
+        let raw = setting(&mut rng);
+        if let Ok(headers) = export_config::parse_headers("H", &raw) {
+            for (k, v) in headers {
+                assert!(!k.is_empty() && !v.contains(['\r', '\n', '\0']), "{raw:?}");
+            }
+        }
+        let _ = parse_resource_attributes(&raw);
+    }
+}
+
+/// Percent-encodes every byte that is not unreserved.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn percent_encoded_values_round_trip_and_nothing_else_is_accepted() {
+    let mut rng = Rng::new(19);
+    for _ in 0..rounds(5_000) {
+        let raw = rng.string(24);
+        let value: String = String::from_utf8_lossy(&raw)
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+            .collect();
+        let value = value.trim().to_string();
+        let encoded = percent_encode(&value);
+        let headers = export_config::parse_headers("H", &format!("k={encoded}")).unwrap();
+        assert_eq!(headers, vec![("k".to_string(), value.clone())]);
+        let attrs = parse_resource_attributes(&format!("k={encoded}")).unwrap();
+        assert_eq!(attrs, vec![("k".to_string(), value)]);
+    }
+    // Not percent-encodings: a sign or a non-hex digit where two hex digits belong.
+    for bad in ["%+1", "%-1", "%1", "%1g", "% 1", "%"] {
+        assert!(
+            export_config::parse_headers("H", &format!("k={bad}")).is_err(),
+            "{bad}"
+        );
+        assert!(
+            parse_resource_attributes(&format!("k={bad}")).is_err(),
+            "{bad}"
+        );
+    }
+}

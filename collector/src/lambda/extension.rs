@@ -18,6 +18,7 @@ use crate::telemetry::{self, ExportFlags, Pipeline, resource::Workload};
 use crate::tracker::{InvocationPhase, Tracker};
 use anyhow::{Context, Result};
 use netmon_proto::region::Geometry;
+use netmon_proto::{MAX_EVENT_SLOTS, MAX_RING_CAPACITY, MAX_RINGS, MAX_SOCKETS};
 use opentelemetry::trace::{SpanId, TraceId};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,26 +75,34 @@ impl Config {
         };
         let emf = flag("NETMON_EMF", false);
         let telemetry_api = flag("NETMON_TELEMETRY_API", true);
-        let mut number =
-            |name: &str, default: u32, max: u32| match get(name).as_deref().map(str::trim) {
-                None | Some("") => default,
-                Some(v) => match v.parse::<u32>() {
-                    Ok(n) if n >= 1 && n <= max => n,
-                    _ => {
-                        errors.push(format!(
-                            "{name}={v:?} must be a number in 1..={max}; using {default}"
-                        ));
-                        default
-                    }
-                },
-            };
+        let mut number = |name: &str, default: u32, min: u32, max: u32| match get(name)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => default,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n >= min && n <= max => n,
+                _ => {
+                    errors.push(format!(
+                        "{name}={v:?} must be a number in {min}..={max}; using {default}"
+                    ));
+                    default
+                }
+            },
+        };
+        // The same ranges as `netmon run`'s flags and the region's own limits.
         let geometry = Geometry {
-            rings: number("NETMON_RINGS", defaults.rings, 4096),
-            ring_capacity: number("NETMON_RING_SLOTS", defaults.ring_capacity, 1 << 20),
-            sockets: number("NETMON_SOCKETS", defaults.sockets, 1 << 22),
+            rings: number("NETMON_RINGS", defaults.rings, 1, MAX_RINGS),
+            ring_capacity: number(
+                "NETMON_RING_SLOTS",
+                defaults.ring_capacity,
+                MAX_EVENT_SLOTS as u32,
+                MAX_RING_CAPACITY,
+            ),
+            sockets: number("NETMON_SOCKETS", defaults.sockets, 1, MAX_SOCKETS),
         };
         let flush_timeout =
-            Duration::from_millis(number("NETMON_FLUSH_TIMEOUT_MS", 1000, 600_000).into());
+            Duration::from_millis(number("NETMON_FLUSH_TIMEOUT_MS", 1000, 1, 600_000).into());
         let fail_on_error = match get("NETMON_ON_ERROR").as_deref().map(str::trim) {
             None | Some("") | Some("continue") => false,
             Some("fail") => true,

@@ -212,7 +212,7 @@ pub fn parse_exporters(list: &str) -> Result<BTreeSet<ExporterKind>, ConfigError
             "otlp-json" | "otlp_json" => ExporterKind::OtlpJson,
             _ => {
                 return err(format!(
-                    "unknown exporter '{name}' in --exporter/NETMON_EXPORTERS (choose from console, otlp, otlp-json)"
+                    "unknown exporter {name:?} in --exporter/NETMON_EXPORTERS (choose from console, otlp, otlp-json)"
                 ));
             }
         });
@@ -337,8 +337,12 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (from_str_radix alone would also take a sign: "%+1").
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
