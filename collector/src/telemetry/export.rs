@@ -4,27 +4,24 @@
 //!
 //! - Bounded memory: a full span queue drops its oldest spans, a full metrics queue its oldest
 //!   collections; every drop is counted and reported.
-//! - Bounded retry: the OTLP exporter retries transient errors itself (exponential backoff,
-//!   `Retry-After`); a request that still fails stays queued and is retried after a backoff
-//!   of 250 ms doubling to 5 s, unless the receiver refused it for good (4xx), then it is
-//!   dropped and counted.
-//! - Partial success: the rejected counts the OTLP exporter logs are captured (a per-thread
-//!   `tracing` subscriber) and counted.
+//! - Bounded retry: a request that fails stays queued and is retried after a backoff of
+//!   250 ms doubling to 5 s (longer if the receiver's `Retry-After` says so, up to 5 s),
+//!   unless the receiver refused it for good (4xx), then it is dropped and counted. The
+//!   metrics exporter also retries transient errors itself before failing.
+//! - Partial success: the trace client reports rejected spans; the rejected counts the OTLP
+//!   metrics exporter logs are captured (a per-thread `tracing` subscriber). Both are counted.
 //! - Bounded shutdown: [`Exporters::shutdown`] delivers what is queued until a deadline, then
 //!   abandons the rest (counted) and any request in flight.
 
 use super::config::{OtlpSignal, Protocol, Signal};
 use super::metrics::data_points;
 use super::otlp_json::OtlpJsonFile;
-use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
-use opentelemetry_otlp::{
-    MetricExporter, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
+use super::otlp_traces::{self, Envelope, Failure, TraceClient, TraceRequest};
+use super::spans::SpanDraft;
+use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -86,7 +83,7 @@ impl SinkStats {
 /// Where one exporter sends.
 enum Target {
     Otlp {
-        spans: Box<SpanExporter>,
+        spans: Box<TraceClient>,
         metrics: Box<MetricExporter>,
         describe: String,
     },
@@ -106,7 +103,7 @@ pub struct QueueLimits {
 
 #[derive(Default)]
 struct Queue {
-    spans: VecDeque<SpanData>,
+    spans: VecDeque<SpanDraft>,
     metrics: VecDeque<(Arc<ResourceMetrics>, usize)>,
     points: usize,
     /// Send spans now even if the batch is not full (a flush is waiting).
@@ -144,18 +141,6 @@ pub struct Exporters {
     sinks: Vec<Arc<Sink>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     pending: Vec<(Target, tokio::runtime::Runtime)>,
-}
-
-fn tls_config(sig: &OtlpSignal) -> ClientTlsConfig {
-    let mut tls = ClientTlsConfig::new();
-    tls = match &sig.tls.ca_pem {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
-        None => tls.with_native_roots(),
-    };
-    if let Some((cert, key)) = &sig.tls.client_pem {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    tls
 }
 
 fn http_client(sig: &OtlpSignal) -> Result<reqwest::Client, BuildError> {
@@ -214,48 +199,17 @@ fn build_otlp(
     traces: &OtlpSignal,
     metrics: &OtlpSignal,
     temporality: opentelemetry_sdk::metrics::Temporality,
-) -> Result<(SpanExporter, MetricExporter), BuildError> {
+) -> Result<(TraceClient, MetricExporter), BuildError> {
     let e = |s: Signal| {
         move |err: opentelemetry_otlp::ExporterBuildError| {
             BuildError(format!("otlp {} exporter: {err}", s.as_str()))
         }
     };
-    let metadata = |sig: &OtlpSignal| {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in &sig.headers {
-            // Validated when the configuration was read.
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::try_from(k.as_str()),
-                http::HeaderValue::try_from(v.as_str()),
-            ) {
-                h.insert(k, v);
-            }
-        }
-        MetadataMap::from_headers(h)
-    };
     let headers =
         |sig: &OtlpSignal| -> HashMap<String, String> { sig.headers.iter().cloned().collect() };
     let spans = match traces.protocol {
-        Protocol::Grpc => {
-            let mut b = SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(&traces.endpoint)
-                .with_timeout(traces.timeout)
-                .with_metadata(metadata(traces));
-            if traces.endpoint.starts_with("https://") {
-                b = b.with_tls_config(tls_config(traces));
-            }
-            b.build().map_err(e(Signal::Traces))?
-        }
-        Protocol::HttpProtobuf => SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(&traces.endpoint)
-            .with_timeout(traces.timeout)
-            .with_headers(headers(traces))
-            .with_http_client(http_client(traces)?)
-            .build()
-            .map_err(e(Signal::Traces))?,
+        Protocol::Grpc => TraceClient::grpc(traces)?,
+        Protocol::HttpProtobuf => TraceClient::http(traces, http_client(traces)?),
     };
     let metric = match metrics.protocol {
         Protocol::Grpc => {
@@ -263,9 +217,9 @@ fn build_otlp(
                 .with_tonic()
                 .with_endpoint(&metrics.endpoint)
                 .with_timeout(metrics.timeout)
-                .with_metadata(metadata(metrics));
+                .with_metadata(otlp_traces::metadata(metrics));
             if metrics.endpoint.starts_with("https://") {
-                b = b.with_tls_config(tls_config(metrics));
+                b = b.with_tls_config(otlp_traces::tls_config(metrics));
             }
             b.with_temporality(temporality)
                 .build()
@@ -344,16 +298,14 @@ impl Exporters {
 
     /// Starts one worker thread per exporter, with the resource every export carries.
     pub fn start(&mut self, resource: &Resource) {
-        for ((mut target, rt), sink) in self.pending.drain(..).zip(self.sinks.iter()) {
-            match &mut target {
-                Target::Otlp { spans, .. } => spans.set_resource(resource),
-                Target::Json(f) => f.set_resource(resource),
-            }
+        let envelope = Envelope::new(resource);
+        for ((target, rt), sink) in self.pending.drain(..).zip(self.sinks.iter()) {
             let sink = sink.clone();
             let name = format!("netmon-export-{}", sink.name);
+            let envelope = envelope.clone();
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || worker(sink, target, rt));
+                .spawn(move || worker(sink, target, envelope, rt));
             match spawned {
                 Ok(h) => self.workers.push(h),
                 Err(e) => eprintln!("netmon: cannot start the export thread: {e}"),
@@ -369,19 +321,19 @@ impl Exporters {
             .collect()
     }
 
-    /// Queues spans for every exporter; never blocks on delivery.
-    pub fn push_spans(&self, mut spans: Vec<SpanData>) {
+    /// Queues spans for every exporter (leaving `spans` empty); never blocks on delivery.
+    pub fn push_spans(&self, spans: &mut Vec<SpanDraft>) {
         if spans.is_empty() {
             return;
         }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            let batch = if i + 1 == self.sinks.len() {
-                std::mem::take(&mut spans)
-            } else {
-                spans.clone()
-            };
-            sink.push_spans(batch);
+        let Some((last, others)) = self.sinks.split_last() else {
+            spans.clear();
+            return;
+        };
+        for sink in others {
+            sink.push_spans(spans.iter().cloned());
         }
+        last.push_spans(spans.drain(..));
     }
 
     /// Queues one metrics collection for every exporter.
@@ -478,7 +430,7 @@ impl Sink {
         }
     }
 
-    fn push_spans(&self, spans: Vec<SpanData>) {
+    fn push_spans(&self, spans: impl ExactSizeIterator<Item = SpanDraft>) {
         let mut q = self.lock();
         if q.finished {
             self.stats
@@ -530,7 +482,8 @@ impl Sink {
 }
 
 enum Work {
-    Spans(Vec<SpanData>),
+    /// Spans taken from the queue; they go back to it if the request fails.
+    Spans(Vec<SpanDraft>),
     Metrics(Arc<ResourceMetrics>, usize),
 }
 
@@ -566,7 +519,7 @@ pub fn is_permanent(message: &str) -> bool {
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
+fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtime::Runtime) {
     let _log = tracing::subscriber::set_default(SdkLogCapture {
         stats: sink.stats.clone(),
     });
@@ -575,6 +528,8 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
         Target::Json(_) => "otlp-json export".to_string(),
     };
     let limits = sink.limits.clone();
+    // Span messages are written here, on this thread, over those of the last request.
+    let mut request = TraceRequest::new(envelope);
     let mut next_spans = Instant::now() + limits.span_delay;
     let mut retry_at: Option<Instant> = None;
     let mut backoff = BACKOFF_START;
@@ -628,7 +583,7 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
                         && (now >= next_spans || q.flushing || q.shutdown.is_some()));
                 if spans_due {
                     let n = q.spans.len().min(limits.max_batch);
-                    let batch: Vec<SpanData> = q.spans.drain(..n).collect();
+                    let batch: Vec<SpanDraft> = q.spans.drain(..n).collect();
                     q.busy = true;
                     break Work::Spans(batch);
                 }
@@ -652,30 +607,42 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
             Work::Spans(s) => (Signal::Traces, s.len() as u64),
             Work::Metrics(_, p) => (Signal::Metrics, *p as u64),
         };
-        let keep = match &work {
-            Work::Spans(s) => Some(s.clone()),
-            Work::Metrics(..) => None,
-        };
         let result = rt.block_on(async {
             let export = async {
-                match (&target, work) {
-                    (Target::Otlp { spans, .. }, Work::Spans(batch)) => {
-                        spans.export(batch).await.map_err(|e| e.to_string())
+                match (&target, &work) {
+                    (Target::Otlp { spans, .. }, Work::Spans(drafts)) => {
+                        spans.export(request.fill(drafts)).await
                     }
-                    (Target::Otlp { metrics, .. }, Work::Metrics(rm, _)) => {
-                        metrics.export(&rm).await.map_err(|e| e.to_string())
+                    (Target::Otlp { metrics, .. }, Work::Metrics(rm, _)) => metrics
+                        .export(rm)
+                        .await
+                        .map(|()| None)
+                        .map_err(|e| Failure::new(e.to_string())),
+                    (Target::Json(f), Work::Spans(drafts)) => f
+                        .export_spans(request.fill(drafts))
+                        .map(|()| None)
+                        .map_err(Failure::new),
+                    (Target::Json(f), Work::Metrics(rm, _)) => {
+                        f.export_metrics(rm).map(|()| None).map_err(Failure::new)
                     }
-                    (Target::Json(f), Work::Spans(batch)) => f.export_spans(batch),
-                    (Target::Json(f), Work::Metrics(rm, _)) => f.export_metrics(&rm),
                 }
             };
             tokio::select! {
                 r = tokio::time::timeout(limits.request_timeout, export) => {
-                    r.unwrap_or_else(|_| Err("timed out".to_string()))
+                    r.unwrap_or_else(|_| Err(Failure::new("timed out".to_string())))
                 }
-                _ = sink.abort.notified() => Err("abandoned at exit".to_string()),
+                _ = sink.abort.notified() => Err(Failure::new("abandoned at exit".to_string())),
             }
         });
+        if let Ok(Some(rejected)) = &result {
+            note_rejected(&sink.stats, rejected.spans, 0, &rejected.message);
+        }
+        let permanent = result.as_ref().is_err_and(|f| is_permanent(&f.message));
+        // Spans of a request that may still succeed go back to the queue.
+        let requeue = match work {
+            Work::Spans(drafts) if result.is_err() && !permanent => Some(drafts),
+            _ => None,
+        };
         let stats = sink.stats.of(signal);
         let mut q = sink.lock();
         q.busy = false;
@@ -683,7 +650,7 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
             next_spans = Instant::now() + limits.span_delay;
         }
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 stats.exported.fetch_add(items, Ordering::Relaxed);
                 if signal == Signal::Metrics
                     && let Some((_, p)) = q.metrics.pop_front()
@@ -696,13 +663,13 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
                     eprintln!("netmon: {describe} works again after {n} failed requests");
                 }
             }
-            Err(e) => {
+            Err(failure) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                let permanent = is_permanent(&e);
                 if failing.is_none() {
                     eprintln!(
-                        "netmon: {describe} of {} failed: {e}; {}",
+                        "netmon: {describe} of {} failed: {}; {}",
                         signal.as_str(),
+                        failure.message,
                         if permanent {
                             "the receiver refused the data, it is dropped"
                         } else {
@@ -719,7 +686,7 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
                         q.points -= p;
                     }
                 } else {
-                    if let Some(batch) = keep {
+                    if let Some(batch) = requeue {
                         for s in batch.into_iter().rev() {
                             q.spans.push_front(s);
                         }
@@ -729,7 +696,10 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
                             stats.dropped.fetch_add(over as u64, Ordering::Relaxed);
                         }
                     }
-                    retry_at = Some(Instant::now() + backoff);
+                    let wait = failure
+                        .retry_after
+                        .map_or(backoff, |r| r.clamp(backoff, BACKOFF_MAX));
+                    retry_at = Some(Instant::now() + wait);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -738,7 +708,21 @@ fn worker(sink: Arc<Sink>, target: Target, rt: tokio::runtime::Runtime) {
     }
 }
 
-/// Captures the OTLP exporter's internal log events on a worker thread: partial-success
+/// Counts what a receiver rejected (OTLP partial success); the first time, says so.
+fn note_rejected(stats: &SinkStats, spans: u64, points: u64, message: &str) {
+    let first = stats.traces.rejected.load(Ordering::Relaxed)
+        + stats.metrics.rejected.load(Ordering::Relaxed)
+        == 0;
+    stats.traces.rejected.fetch_add(spans, Ordering::Relaxed);
+    stats.metrics.rejected.fetch_add(points, Ordering::Relaxed);
+    if first {
+        eprintln!(
+            "netmon: the OTLP receiver rejected part of an export ({spans} spans, {points} data points): {message}"
+        );
+    }
+}
+
+/// Captures the OTLP metrics exporter's internal log events on a worker thread: partial-success
 /// responses carry the number of rejected items.
 struct SdkLogCapture {
     stats: Arc<SinkStats>,
@@ -794,23 +778,7 @@ impl tracing::Subscriber for SdkLogCapture {
         if !v.name.ends_with("PartialSuccess") {
             return;
         }
-        let first = self.stats.traces.rejected.load(Ordering::Relaxed)
-            + self.stats.metrics.rejected.load(Ordering::Relaxed)
-            == 0;
-        self.stats
-            .traces
-            .rejected
-            .fetch_add(v.rejected_spans, Ordering::Relaxed);
-        self.stats
-            .metrics
-            .rejected
-            .fetch_add(v.rejected_points, Ordering::Relaxed);
-        if first {
-            eprintln!(
-                "netmon: the OTLP receiver rejected part of an export ({} spans, {} data points): {}",
-                v.rejected_spans, v.rejected_points, v.message
-            );
-        }
+        note_rejected(&self.stats, v.rejected_spans, v.rejected_points, &v.message);
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}

@@ -75,6 +75,11 @@ impl Names {
     pub fn get(&self, id: u32) -> &str {
         self.names.get(id as usize).map_or("", |s| s)
     }
+
+    /// The name as a shared string, for spans that carry it (no copy).
+    pub fn shared(&self, id: u32) -> Option<Arc<str>> {
+        self.names.get(id as usize).cloned()
+    }
 }
 
 /// What a flow datapoint is keyed by. `overflow` marks the one key that takes every flow

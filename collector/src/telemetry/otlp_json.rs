@@ -4,11 +4,7 @@
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::trace::SpanData;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +14,6 @@ use std::sync::Mutex;
 pub struct OtlpJsonFile {
     path: PathBuf,
     out: Mutex<BufWriter<File>>,
-    resource: ResourceAttributesWithSchema,
 }
 
 impl OtlpJsonFile {
@@ -28,12 +23,7 @@ impl OtlpJsonFile {
         Ok(OtlpJsonFile {
             path: path.to_path_buf(),
             out: Mutex::new(BufWriter::new(f)),
-            resource: ResourceAttributesWithSchema::default(),
         })
-    }
-
-    pub fn set_resource(&mut self, r: &Resource) {
-        self.resource = r.into();
     }
 
     fn write_line<T: serde::Serialize>(&self, request: &T) -> Result<(), String> {
@@ -48,11 +38,8 @@ impl OtlpJsonFile {
         r.map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 
-    pub fn export_spans(&self, spans: Vec<SpanData>) -> Result<(), String> {
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
-        };
-        self.write_line(&request)
+    pub fn export_spans(&self, request: &ExportTraceServiceRequest) -> Result<(), String> {
+        self.write_line(request)
     }
 
     pub fn export_metrics(&self, rm: &ResourceMetrics) -> Result<(), String> {

@@ -12,14 +12,13 @@ use super::export::{BuildError, Exporters, QueueLimits, SignalCounts};
 use super::flows::{Aggregates, DnsKey, FlowKey, Names, socket_key};
 use super::metrics::{ExportHealth, Metrics};
 use super::spans::{
-    self, AttemptResult, ProcessInfo, ProcessTrace, TraceParent, attempt_result, attempt_span,
-    canonical_ip, dns_span,
+    self, AttemptResult, ProcessInfo, ProcessTrace, SpanDraft, TraceParent, attempt_result,
+    canonical_ip,
 };
 use crate::tracker::{Direction, Health, Outcome, Tracker, Transport};
-use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -92,7 +91,6 @@ pub struct Pipeline {
     opts: PipelineOptions,
     exporters: Exporters,
     metrics: Metrics,
-    scope: InstrumentationScope,
     ids: RandomIdGenerator,
     spans_enabled: bool,
     lookups_seen: usize,
@@ -104,7 +102,7 @@ pub struct Pipeline {
     processes: HashMap<u32, ProcessState>,
     process_names: HashMap<u32, String>,
     agg: Aggregates,
-    spans: Vec<SpanData>,
+    spans: Vec<SpanDraft>,
     health_published: Health,
     health_now: Health,
     export_published: HashMap<(&'static str, Signal), SignalCounts>,
@@ -115,6 +113,9 @@ pub struct Pipeline {
     /// Kernel metrics from `/proc` (`crate::kernel`), handed over by the caller.
     kernel: crate::kernel::MetricCursor,
 }
+
+/// Spans handed to the exporters at once during a read (a default batch).
+const SPAN_HANDOFF: usize = 512;
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -178,7 +179,6 @@ impl Pipeline {
             opts,
             exporters,
             metrics,
-            scope: spans::scope(),
             ids: RandomIdGenerator::default(),
             lookups_seen: 0,
             sockets_seen: 0,
@@ -254,8 +254,7 @@ impl Pipeline {
             && self.spans_enabled
         {
             root.end_ns = end_ns.max(root.start_ns);
-            self.spans
-                .push(spans::invocation_span(&root, &inv.trace, &self.scope));
+            self.spans.push(SpanDraft::invocation(root, &inv.trace));
         }
         // Older epochs will see no more spans.
         self.invocations.retain(|e, _| *e >= epoch);
@@ -344,8 +343,15 @@ impl Pipeline {
         self.read_lookups(t);
         self.read_sockets(t, final_pass);
         self.read_datagrams(t);
-        if !self.spans.is_empty() {
-            self.exporters.push_spans(std::mem::take(&mut self.spans));
+        self.exporters.push_spans(&mut self.spans);
+    }
+
+    /// Queues a span, handing spans to the exporters every [`SPAN_HANDOFF`]: their workers
+    /// start on a large read before it ends, and no read collects a large vector.
+    fn queue_span(&mut self, span: SpanDraft) {
+        self.spans.push(span);
+        if self.spans.len() >= SPAN_HANDOFF {
+            self.exporters.push_spans(&mut self.spans);
         }
     }
 
@@ -375,7 +381,7 @@ impl Pipeline {
                 let end = l.start_ns.saturating_add(l.duration_ns);
                 if let Some(trace) = self.trace_of_event(l.pid, l.epoch, l.start_ns, end) {
                     let id = self.ids.new_span_id();
-                    self.spans.push(dns_span(l, &trace, id, &self.scope));
+                    self.queue_span(SpanDraft::dns(l, &trace, id));
                 }
             }
         }
@@ -400,20 +406,16 @@ impl Pipeline {
             }
             self.sockets_seen = t.socket_order_pruned + t.socket_order.len();
         }
-        let mut done = Vec::new();
-        let keys: Vec<(u32, u32)> = self.active.keys().copied().collect();
-        for key in keys {
-            let Some(s) = t.sockets.get(&key) else {
-                done.push(key);
-                continue;
+        // Taken out of `self` so that the loop may call `&mut self` methods; `retain` keeps
+        // the sockets that may still have news.
+        let mut active = std::mem::take(&mut self.active);
+        active.retain(|key, c| {
+            let Some(s) = t.sockets.get(key) else {
+                return false;
             };
             if s.platform {
-                done.push(key);
-                continue;
+                return false;
             }
-            let Some(mut c) = self.active.remove(&key) else {
-                continue;
-            };
             if !c.domain_resolved
                 && let Some(r) = s.remote
             {
@@ -422,7 +424,7 @@ impl Pipeline {
             }
             let flow = socket_key(s, c.domain, self.opts.ephemeral_ports);
             if let Some(k) = flow {
-                self.socket_flow(s, &mut c, k);
+                self.socket_flow(s, c, k);
             }
             // Attempts: spans, and failures for the flow.
             while c.attempts_done < s.attempts.len() {
@@ -446,16 +448,8 @@ impl Pipeline {
                         };
                         if let Some(trace) = trace {
                             let id = self.ids.new_span_id();
-                            let domain = c.domain.map(|d| self.names.get(d).to_string());
-                            self.spans.push(attempt_span(
-                                s,
-                                a,
-                                &result,
-                                domain.as_deref(),
-                                &trace,
-                                id,
-                                &self.scope,
-                            ));
+                            let domain = c.domain.and_then(|d| self.names.shared(d));
+                            self.queue_span(SpanDraft::attempt(s, a, result, domain, &trace, id));
                         }
                     }
                 }
@@ -465,14 +459,9 @@ impl Pipeline {
                 c.closed_collects = c.closed_collects.saturating_add(1);
             }
             let settled = c.attempts_done == s.attempts.len();
-            if final_pass || (c.closed && c.closed_collects >= 2 && settled) {
-                done.push(key);
-            }
-            self.active.insert(key, c);
-        }
-        for k in done {
-            self.active.remove(&k);
-        }
+            !(final_pass || (c.closed && c.closed_collects >= 2 && settled))
+        });
+        self.active = active;
     }
 
     /// Folds a socket's news into its flow: new bytes, establishment, close.
@@ -596,7 +585,7 @@ impl Pipeline {
         self.read(t, health, true);
         if self.spans_enabled && self.invocations.is_empty() {
             let end = now_ns();
-            let roots: Vec<SpanData> = self
+            let mut roots: Vec<SpanDraft> = self
                 .processes
                 .iter()
                 .map(|(pid, p)| {
@@ -604,8 +593,8 @@ impl Pipeline {
                         .processes
                         .get(&p.ppid)
                         .map(|pp| (pp.trace.trace_id, pp.trace.root_span_id));
-                    spans::process_span(
-                        &ProcessInfo {
+                    SpanDraft::process(
+                        ProcessInfo {
                             pid: *pid,
                             ppid: p.ppid,
                             executable: p.executable.clone(),
@@ -614,11 +603,10 @@ impl Pipeline {
                             parent_process,
                         },
                         &p.trace,
-                        &self.scope,
                     )
                 })
                 .collect();
-            self.exporters.push_spans(roots);
+            self.exporters.push_spans(&mut roots);
         }
         self.export_metrics();
         self.exporters.shutdown(deadline);

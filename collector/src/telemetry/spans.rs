@@ -1,18 +1,35 @@
 //! Spans from tracker records (pure functions): one per DNS lookup, one per connection attempt,
 //! one root span per process (DESIGN §6). Timestamps are the real call times the interceptor
 //! recorded (nanoseconds since the Unix epoch).
+//!
+//! Built in two steps, for speed (BENCHMARKS.md, "OpenTelemetry export"):
+//! - the pipeline decides which spans there are and copies what each says into a
+//!   [`SpanDraft`]: plain data (a connection span's draft owns no heap memory), cheap to keep in
+//!   the export queues by the hundred thousand;
+//! - an export worker writes each batch's `opentelemetry-proto` messages from the drafts
+//!   ([`SpanDraft::write_to`]) right before sending them, over the messages of its previous
+//!   batch: their strings, id bytes and attribute lists are reused, so a steady stream of
+//!   spans allocates nothing per span. (Built fresh, each span was two dozen small
+//!   allocations, and freeing them cost more than encoding and sending.)
+//!
+//! Spans are OTLP messages from the start rather than SDK `SpanData` that the OTLP exporter
+//! would clone and convert again. Field for field they are what the SDK's transform produced:
+//! ids as bytes, no parent id for a root, flags with the sampled bit and the "is the parent
+//! remote" bits, a status on every span. Resource and scope are per request
+//! (`otlp_traces::Envelope`).
 
 use super::schema;
 use crate::names;
 use crate::tracker::{Attempt, Direction, DnsLookup, Endpoint, Outcome, SocketRecord, Transport};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use std::borrow::Cow;
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{Span, SpanFlags};
+use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 /// `connect` was interrupted or is still in progress: its outcome comes later.
 const EINPROGRESS: i32 = libc_errno::EINPROGRESS;
@@ -83,26 +100,9 @@ pub fn scope() -> InstrumentationScope {
         .build()
 }
 
-/// Nanoseconds since the Unix epoch as a `SystemTime`.
-pub fn wall_time(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
-}
-
 /// The canonical text of an address: IPv4-mapped IPv6 shown as IPv4.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
-}
-
-fn ip_string(ip: IpAddr) -> String {
-    canonical_ip(ip).to_string()
-}
-
-/// `host:port`, bracketing IPv6 literals.
-pub fn host_port(ip: IpAddr, port: u16) -> String {
-    match canonical_ip(ip) {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
 }
 
 fn network_type(ip: IpAddr) -> &'static str {
@@ -112,97 +112,211 @@ fn network_type(ip: IpAddr) -> &'static str {
     }
 }
 
-fn span_context(trace: &ProcessTrace, span_id: SpanId) -> SpanContext {
-    SpanContext::new(
-        trace.trace_id,
-        span_id,
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::default(),
-    )
+// Writing to a `String` cannot fail: the `fmt::Result`s below are ignored.
+
+fn write_ip(out: &mut String, ip: IpAddr) {
+    let _ = write!(out, "{}", canonical_ip(ip));
 }
 
-#[allow(clippy::too_many_arguments)]
-fn span(
-    trace: &ProcessTrace,
-    span_id: SpanId,
+/// `peer.service` of a destination: the name it was resolved from, else `ip:port` (IPv6
+/// literals bracketed).
+fn write_peer_service(out: &mut String, domain: Option<&str>, remote: Endpoint) {
+    let _ = match (domain, canonical_ip(remote.ip)) {
+        (Some(d), _) => out.write_str(d),
+        (None, IpAddr::V4(v4)) => write!(out, "{v4}:{}", remote.port),
+        (None, IpAddr::V6(v6)) => write!(out, "[{v6}]:{}", remote.port),
+    };
+}
+
+/// OTLP span flags: the W3C trace flags (always sampled: unsampled spans are not built) and
+/// whether the parent is remote.
+fn flags(parent_is_remote: bool) -> u32 {
+    let mut f = u32::from(TraceFlags::SAMPLED.to_u8()) | SpanFlags::ContextHasIsRemoteMask as u32;
+    if parent_is_remote {
+        f |= SpanFlags::ContextIsRemoteMask as u32;
+    }
+    f
+}
+
+/// A span's identity and place in its trace.
+struct Identity {
+    trace: TraceId,
+    span: SpanId,
     parent: SpanId,
     parent_is_remote: bool,
-    kind: SpanKind,
-    name: &'static str,
-    start_ns: u64,
-    end_ns: u64,
-    attributes: Vec<KeyValue>,
-    status: Status,
-    links: SpanLinks,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    SpanData {
-        span_context: span_context(trace, span_id),
-        parent_span_id: parent,
-        parent_span_is_remote: parent_is_remote,
-        span_kind: kind,
-        name: Cow::Borrowed(name),
-        start_time: wall_time(start_ns),
-        end_time: wall_time(end_ns.max(start_ns)),
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links,
-        status,
-        instrumentation_scope: scope.clone(),
+}
+
+impl Identity {
+    /// A child of the trace's root span.
+    fn child(trace: &ProcessTrace, span: SpanId) -> Identity {
+        Identity {
+            trace: trace.trace_id,
+            span,
+            parent: trace.root_span_id,
+            parent_is_remote: false,
+        }
+    }
+
+    /// The trace's root span.
+    fn root(trace: &ProcessTrace) -> Identity {
+        Identity {
+            trace: trace.trace_id,
+            span: trace.root_span_id,
+            parent: trace.parent.unwrap_or(SpanId::INVALID),
+            parent_is_remote: trace.parent.is_some(),
+        }
+    }
+}
+
+fn set_str(dst: &mut String, src: &str) {
+    dst.clear();
+    dst.push_str(src);
+}
+
+fn set_bytes(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.clear();
+    dst.extend_from_slice(src);
+}
+
+/// Writes one span over whatever message `span` held before, reusing its allocations; the
+/// result is the same as writing into `Span::default()`. Attributes are written in order;
+/// [`finish`](Self::finish) drops those the previous span had beyond them.
+struct SpanWriter<'a> {
+    span: &'a mut Span,
+    attributes: usize,
+}
+
+impl<'a> SpanWriter<'a> {
+    fn new(
+        span: &'a mut Span,
+        id: Identity,
+        kind: SpanKind,
+        name: &str,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> SpanWriter<'a> {
+        set_bytes(&mut span.trace_id, &id.trace.to_bytes());
+        set_bytes(&mut span.span_id, &id.span.to_bytes());
+        span.trace_state.clear();
+        if id.parent == SpanId::INVALID {
+            span.parent_span_id.clear();
+        } else {
+            set_bytes(&mut span.parent_span_id, &id.parent.to_bytes());
+        }
+        span.flags = flags(id.parent_is_remote);
+        set_str(&mut span.name, name);
+        span.kind = kind as i32;
+        span.start_time_unix_nano = start_ns;
+        span.end_time_unix_nano = end_ns.max(start_ns);
+        span.dropped_attributes_count = 0;
+        span.events.clear();
+        span.dropped_events_count = 0;
+        span.links.clear();
+        span.dropped_links_count = 0;
+        // The SDK's transform always sets a status, `Unset` unless the span failed.
+        let status = span.status.get_or_insert_default();
+        status.message.clear();
+        status.code = StatusCode::Unset as i32;
+        SpanWriter {
+            span,
+            attributes: 0,
+        }
+    }
+
+    /// The value of the next attribute, named `key`.
+    fn value(&mut self, key: &str) -> &mut Option<any_value::Value> {
+        if self.attributes == self.span.attributes.len() {
+            self.span.attributes.push(KeyValue::default());
+        }
+        let kv = &mut self.span.attributes[self.attributes];
+        self.attributes += 1;
+        set_str(&mut kv.key, key);
+        kv.key_strindex = 0;
+        &mut kv.value.get_or_insert_default().value
+    }
+
+    /// A string attribute whose text `write` appends to an empty string (the previous
+    /// attribute's, if it was a string).
+    fn string_with(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        let value = self.value(key);
+        if !matches!(value, Some(any_value::Value::StringValue(_))) {
+            *value = Some(any_value::Value::StringValue(String::new()));
+        }
+        if let Some(any_value::Value::StringValue(text)) = value {
+            text.clear();
+            write(text);
+        }
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.string_with(key, |s| s.push_str(value));
+    }
+
+    fn ip(&mut self, key: &str, ip: IpAddr) {
+        self.string_with(key, |s| write_ip(s, ip));
+    }
+
+    fn int(&mut self, key: &str, value: impl Into<i64>) {
+        *self.value(key) = Some(any_value::Value::IntValue(value.into()));
+    }
+
+    fn other(&mut self, key: &str, value: any_value::Value) {
+        *self.value(key) = Some(value);
+    }
+
+    /// Status ERROR with `error.type`, both saying `reason`.
+    fn error(&mut self, reason: &str) {
+        self.string(schema::ERROR_TYPE, reason);
+        let status = self.span.status.get_or_insert_default();
+        status.code = StatusCode::Error as i32;
+        set_str(&mut status.message, reason);
+    }
+
+    fn finish(self) {
+        self.span.attributes.truncate(self.attributes);
     }
 }
 
 /// The span of one name lookup, a child of its process's root span.
-pub fn dns_span(
-    l: &DnsLookup,
-    trace: &ProcessTrace,
-    span_id: SpanId,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let mut attrs = Vec::with_capacity(8);
-    attrs.push(KeyValue::new(schema::DNS_QUESTION_NAME, l.name.clone()));
-    if !l.answers.is_empty() {
-        let answers: Vec<StringValue> = l
-            .answers
-            .iter()
-            .map(|a| StringValue::from(ip_string(*a)))
-            .collect();
-        attrs.push(KeyValue::new(
-            schema::DNS_ANSWERS,
-            Value::Array(Array::String(answers)),
-        ));
-    }
-    attrs.push(KeyValue::new(schema::NETMON_DNS_SOURCE, l.source.as_str()));
-    attrs.push(KeyValue::new(schema::NETMON_DNS_RCODE, i64::from(l.rcode)));
-    attrs.push(KeyValue::new(schema::PROCESS_PID, i64::from(l.pid)));
-    attrs.push(KeyValue::new(schema::THREAD_ID, i64::from(l.tid)));
-    let status = match &l.error {
-        Some(e) => {
-            attrs.push(KeyValue::new(schema::ERROR_TYPE, e.clone()));
-            Status::error(e.clone())
-        }
-        None => Status::Unset,
-    };
-    span(
-        trace,
-        span_id,
-        trace.root_span_id,
-        false,
+fn write_dns(span: &mut Span, l: &DnsLookup, trace: &ProcessTrace, span_id: SpanId) {
+    let mut w = SpanWriter::new(
+        span,
+        Identity::child(trace, span_id),
         SpanKind::Client,
         schema::SPAN_DNS_LOOKUP,
         l.start_ns,
         l.start_ns.saturating_add(l.duration_ns),
-        attrs,
-        status,
-        SpanLinks::default(),
-        scope,
-    )
+    );
+    w.string(schema::DNS_QUESTION_NAME, &l.name);
+    if !l.answers.is_empty() {
+        let values = l
+            .answers
+            .iter()
+            .map(|a| {
+                let mut text = String::new();
+                write_ip(&mut text, *a);
+                AnyValue {
+                    value: Some(any_value::Value::StringValue(text)),
+                }
+            })
+            .collect();
+        w.other(
+            schema::DNS_ANSWERS,
+            any_value::Value::ArrayValue(ArrayValue { values }),
+        );
+    }
+    w.string(schema::NETMON_DNS_SOURCE, l.source.as_str());
+    w.int(schema::NETMON_DNS_RCODE, l.rcode);
+    w.int(schema::PROCESS_PID, l.pid);
+    w.int(schema::THREAD_ID, l.tid);
+    if let Some(e) = &l.error {
+        w.error(e);
+    }
+    w.finish();
 }
 
 /// How a connection attempt ended, as far as is known now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttemptResult {
     Succeeded,
     /// Failed with this errno (0: the reason could not be learned).
@@ -243,93 +357,88 @@ pub fn attempt_result(s: &SocketRecord, index: usize, final_pass: bool) -> Attem
     }
 }
 
-/// `peer.service` of a destination: the name it was resolved from, else `ip:port`.
-pub fn peer_service(domain: Option<&str>, remote: Endpoint) -> String {
-    match domain {
-        Some(d) => d.to_string(),
-        None => host_port(remote.ip, remote.port),
+/// What the span of a connection attempt says about its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Connection {
+    pid: u32,
+    transport: Transport,
+    incoming: bool,
+    is_ipv6: bool,
+    remote: Option<Endpoint>,
+    local: Option<Endpoint>,
+}
+
+impl Connection {
+    fn of(s: &SocketRecord) -> Connection {
+        Connection {
+            pid: s.pid,
+            transport: s.transport,
+            incoming: s.direction() == Direction::Incoming,
+            is_ipv6: s.is_ipv6,
+            remote: s.remote,
+            local: s.local,
+        }
     }
 }
 
 /// The span of one connection attempt (kind CLIENT) or accepted connection (kind SERVER).
 /// `domain` is the name the peer's address was resolved from, if a lookup in the run gave it.
-pub fn attempt_span(
-    s: &SocketRecord,
+fn write_attempt(
+    span: &mut Span,
+    c: &Connection,
     a: &Attempt,
-    result: &AttemptResult,
+    result: AttemptResult,
     domain: Option<&str>,
-    trace: &ProcessTrace,
-    span_id: SpanId,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let mut attrs = Vec::with_capacity(14);
-    let transport = match s.transport {
-        Transport::Tcp => "tcp",
-        Transport::Udp => "udp",
-    };
-    attrs.push(KeyValue::new(schema::NETWORK_TRANSPORT, transport));
-    let incoming = s.direction() == Direction::Incoming;
-    if let Some(r) = s.remote {
-        attrs.push(KeyValue::new(schema::NETWORK_TYPE, network_type(r.ip)));
-        attrs.push(KeyValue::new(schema::NETWORK_PEER_ADDRESS, ip_string(r.ip)));
-        attrs.push(KeyValue::new(schema::NETWORK_PEER_PORT, i64::from(r.port)));
-        if incoming {
-            attrs.push(KeyValue::new(schema::CLIENT_ADDRESS, ip_string(r.ip)));
-            attrs.push(KeyValue::new(schema::CLIENT_PORT, i64::from(r.port)));
-        } else {
-            if let Some(d) = domain {
-                attrs.push(KeyValue::new(schema::SERVER_ADDRESS, d.to_string()));
-            }
-            attrs.push(KeyValue::new(schema::SERVER_PORT, i64::from(r.port)));
-            let peer = peer_service(domain, r);
-            attrs.push(KeyValue::new(schema::PEER_SERVICE, peer.clone()));
-            attrs.push(KeyValue::new(schema::SERVICE_PEER_NAME, peer));
-        }
-    } else {
-        attrs.push(KeyValue::new(
-            schema::NETWORK_TYPE,
-            if s.is_ipv6 { "ipv6" } else { "ipv4" },
-        ));
-    }
-    if let Some(l) = s.local {
-        attrs.push(KeyValue::new(
-            schema::NETWORK_LOCAL_ADDRESS,
-            ip_string(l.ip),
-        ));
-        attrs.push(KeyValue::new(schema::NETWORK_LOCAL_PORT, i64::from(l.port)));
-        if incoming {
-            attrs.push(KeyValue::new(schema::SERVER_ADDRESS, ip_string(l.ip)));
-            attrs.push(KeyValue::new(schema::SERVER_PORT, i64::from(l.port)));
-        }
-    }
-    attrs.push(KeyValue::new(schema::PROCESS_PID, i64::from(s.pid)));
-    let status = match result {
-        AttemptResult::Failed(e) => {
-            let name = names::errno_name(*e);
-            attrs.push(KeyValue::new(schema::ERROR_TYPE, name.clone()));
-            Status::error(name)
-        }
-        _ => Status::Unset,
-    };
-    let (kind, name) = if incoming {
+    id: Identity,
+) {
+    let (kind, name) = if c.incoming {
         (SpanKind::Server, schema::SPAN_ACCEPT)
     } else {
         (SpanKind::Client, schema::SPAN_CONNECT)
     };
-    span(
-        trace,
-        span_id,
-        trace.root_span_id,
-        false,
-        kind,
-        name,
-        a.start_ns,
-        a.start_ns.saturating_add(a.duration_ns),
-        attrs,
-        status,
-        SpanLinks::default(),
-        scope,
-    )
+    let end = a.start_ns.saturating_add(a.duration_ns);
+    let mut w = SpanWriter::new(span, id, kind, name, a.start_ns, end);
+    let transport = match c.transport {
+        Transport::Tcp => "tcp",
+        Transport::Udp => "udp",
+    };
+    w.string(schema::NETWORK_TRANSPORT, transport);
+    if let Some(r) = c.remote {
+        w.string(schema::NETWORK_TYPE, network_type(r.ip));
+        w.ip(schema::NETWORK_PEER_ADDRESS, r.ip);
+        w.int(schema::NETWORK_PEER_PORT, r.port);
+        if c.incoming {
+            w.ip(schema::CLIENT_ADDRESS, r.ip);
+            w.int(schema::CLIENT_PORT, r.port);
+        } else {
+            if let Some(d) = domain {
+                w.string(schema::SERVER_ADDRESS, d);
+            }
+            w.int(schema::SERVER_PORT, r.port);
+            w.string_with(schema::PEER_SERVICE, |s| write_peer_service(s, domain, r));
+            w.string_with(schema::SERVICE_PEER_NAME, |s| {
+                write_peer_service(s, domain, r)
+            });
+        }
+    } else {
+        w.string(
+            schema::NETWORK_TYPE,
+            if c.is_ipv6 { "ipv6" } else { "ipv4" },
+        );
+    }
+    if let Some(l) = c.local {
+        w.ip(schema::NETWORK_LOCAL_ADDRESS, l.ip);
+        w.int(schema::NETWORK_LOCAL_PORT, l.port);
+        if c.incoming {
+            w.ip(schema::SERVER_ADDRESS, l.ip);
+            w.int(schema::SERVER_PORT, l.port);
+        }
+    }
+    w.int(schema::PROCESS_PID, c.pid);
+    if let AttemptResult::Failed(e) = result {
+        w.error(&names::errno_name(e));
+    }
+    w.finish();
 }
 
 /// A Lambda invocation (or the init phase, `request_id: None`) as a root span.
@@ -343,38 +452,26 @@ pub struct InvocationInfo {
 
 /// The root span of an invocation (kind SERVER, as FaaS semantic conventions have it) or of
 /// the init phase; netmon's DNS and connection spans of that invocation are its children.
-pub fn invocation_span(
-    inv: &InvocationInfo,
-    trace: &ProcessTrace,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let mut attrs = vec![KeyValue::new(schema::FAAS_COLDSTART, inv.coldstart)];
-    let name = match &inv.request_id {
-        Some(id) => {
-            attrs.push(KeyValue::new(schema::FAAS_INVOCATION_ID, id.clone()));
-            attrs.push(KeyValue::new(schema::FAAS_TRIGGER, "other"));
-            schema::SPAN_INVOCATION
-        }
-        None => schema::SPAN_INIT,
+fn write_invocation(span: &mut Span, inv: &InvocationInfo, trace: &ProcessTrace) {
+    let (kind, name) = match inv.request_id {
+        Some(_) => (SpanKind::Server, schema::SPAN_INVOCATION),
+        None => (SpanKind::Internal, schema::SPAN_INIT),
     };
-    span(
-        trace,
-        trace.root_span_id,
-        SpanId::INVALID,
-        false,
-        if inv.request_id.is_some() {
-            SpanKind::Server
-        } else {
-            SpanKind::Internal
-        },
-        name,
-        inv.start_ns,
-        inv.end_ns,
-        attrs,
-        Status::Unset,
-        SpanLinks::default(),
-        scope,
-    )
+    let id = Identity {
+        parent: SpanId::INVALID,
+        parent_is_remote: false,
+        ..Identity::root(trace)
+    };
+    let mut w = SpanWriter::new(span, id, kind, name, inv.start_ns, inv.end_ns);
+    w.other(
+        schema::FAAS_COLDSTART,
+        any_value::Value::BoolValue(inv.coldstart),
+    );
+    if let Some(request_id) = &inv.request_id {
+        w.string(schema::FAAS_INVOCATION_ID, request_id);
+        w.string(schema::FAAS_TRIGGER, "other");
+    }
+    w.finish();
 }
 
 /// What a process root span says about its process.
@@ -391,42 +488,133 @@ pub struct ProcessInfo {
 }
 
 /// The root span of a process (kind INTERNAL), or a child of `TRACEPARENT` when given.
-pub fn process_span(
-    p: &ProcessInfo,
-    trace: &ProcessTrace,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let attrs = vec![
-        KeyValue::new(schema::PROCESS_PID, i64::from(p.pid)),
-        KeyValue::new(schema::PROCESS_PARENT_PID, i64::from(p.ppid)),
-        KeyValue::new(schema::PROCESS_EXECUTABLE_NAME, p.executable.clone()),
-    ];
-    let mut links = SpanLinks::default();
-    if let Some((trace_id, span_id)) = p.parent_process {
-        links
-            .links
-            .push(opentelemetry::trace::Link::with_context(SpanContext::new(
-                trace_id,
-                span_id,
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
-            )));
-    }
-    span(
-        trace,
-        trace.root_span_id,
-        trace.parent.unwrap_or(SpanId::INVALID),
-        trace.parent.is_some(),
+fn write_process(span: &mut Span, p: &ProcessInfo, trace: &ProcessTrace) {
+    let mut w = SpanWriter::new(
+        span,
+        Identity::root(trace),
         SpanKind::Internal,
         schema::SPAN_PROCESS,
         p.start_ns,
         p.end_ns,
-        attrs,
-        Status::Unset,
-        links,
-        scope,
-    )
+    );
+    w.int(schema::PROCESS_PID, p.pid);
+    w.int(schema::PROCESS_PARENT_PID, p.ppid);
+    w.string(schema::PROCESS_EXECUTABLE_NAME, &p.executable);
+    w.finish();
+    if let Some((trace_id, span_id)) = p.parent_process {
+        span.links.push(Link {
+            trace_id: trace_id.to_bytes().to_vec(),
+            span_id: span_id.to_bytes().to_vec(),
+            trace_state: String::new(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            flags: flags(false),
+        });
+    }
+}
+
+/// A span decided on by the pipeline, written as an OTLP message by
+/// [`write_to`](Self::write_to) on an export thread (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanDraft {
+    trace: ProcessTrace,
+    span_id: SpanId,
+    what: What,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum What {
+    Dns(DnsLookup),
+    Attempt {
+        connection: Connection,
+        attempt: Attempt,
+        result: AttemptResult,
+        /// Shared with the pipeline's interned names: no copy per span.
+        domain: Option<Arc<str>>,
+    },
+    Invocation(InvocationInfo),
+    Process(ProcessInfo),
+}
+
+impl SpanDraft {
+    /// The span of one name lookup, a child of its process's root span.
+    pub fn dns(l: &DnsLookup, trace: &ProcessTrace, span_id: SpanId) -> SpanDraft {
+        SpanDraft {
+            trace: *trace,
+            span_id,
+            what: What::Dns(l.clone()),
+        }
+    }
+
+    /// The span of attempt `a` of socket `s` (kind CLIENT), or of an accepted connection
+    /// (kind SERVER). `domain` is the name the peer's address was resolved from, if a lookup
+    /// in the run gave it.
+    pub fn attempt(
+        s: &SocketRecord,
+        a: &Attempt,
+        result: AttemptResult,
+        domain: Option<Arc<str>>,
+        trace: &ProcessTrace,
+        span_id: SpanId,
+    ) -> SpanDraft {
+        SpanDraft {
+            trace: *trace,
+            span_id,
+            what: What::Attempt {
+                connection: Connection::of(s),
+                attempt: a.clone(),
+                result,
+                domain,
+            },
+        }
+    }
+
+    /// The root span of a Lambda invocation or of the init phase.
+    pub fn invocation(inv: InvocationInfo, trace: &ProcessTrace) -> SpanDraft {
+        SpanDraft {
+            trace: *trace,
+            span_id: trace.root_span_id,
+            what: What::Invocation(inv),
+        }
+    }
+
+    /// The root span of a process.
+    pub fn process(p: ProcessInfo, trace: &ProcessTrace) -> SpanDraft {
+        SpanDraft {
+            trace: *trace,
+            span_id: trace.root_span_id,
+            what: What::Process(p),
+        }
+    }
+
+    /// Writes the OTLP span over `span`, reusing what it holds.
+    pub fn write_to(&self, span: &mut Span) {
+        match &self.what {
+            What::Dns(l) => write_dns(span, l, &self.trace, self.span_id),
+            What::Attempt {
+                connection,
+                attempt,
+                result,
+                domain,
+            } => write_attempt(
+                span,
+                connection,
+                attempt,
+                *result,
+                domain.as_deref(),
+                Identity::child(&self.trace, self.span_id),
+            ),
+            What::Invocation(inv) => write_invocation(span, inv, &self.trace),
+            What::Process(p) => write_process(span, p, &self.trace),
+        }
+    }
+
+    /// The OTLP span.
+    pub fn build(&self) -> Span {
+        let mut span = Span::default();
+        self.write_to(&mut span);
+        span
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +622,7 @@ mod tests {
     use super::*;
     use crate::tracker::DnsSource;
     use netmon_proto::role;
+    use opentelemetry_proto::tonic::trace::v1::Status;
 
     fn trace() -> ProcessTrace {
         ProcessTrace {
@@ -443,11 +632,32 @@ mod tests {
         }
     }
 
-    fn attr(s: &SpanData, key: &str) -> Option<Value> {
+    fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a any_value::Value> {
         s.attributes
             .iter()
-            .find(|kv| kv.key.as_str() == key)
-            .map(|kv| kv.value.clone())
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    fn str_attr<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
+        match attr(s, key)? {
+            any_value::Value::StringValue(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn int_attr(s: &Span, key: &str) -> Option<i64> {
+        match attr(s, key)? {
+            any_value::Value::IntValue(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    fn error(message: &str) -> Option<Status> {
+        Some(Status {
+            message: message.into(),
+            code: StatusCode::Error as i32,
+        })
     }
 
     pub(crate) fn socket(remote: &str, port: u16, role: u8) -> SocketRecord {
@@ -506,19 +716,34 @@ mod tests {
             rcode: 0,
             error: None,
         };
-        let s = dns_span(&l, &trace(), SpanId::from(5_u64), &scope());
+        let s = SpanDraft::dns(&l, &trace(), SpanId::from(5_u64)).build();
         assert_eq!(s.name, schema::SPAN_DNS_LOOKUP);
-        assert_eq!(s.span_kind, SpanKind::Client);
-        assert_eq!(s.parent_span_id, trace().root_span_id);
+        assert_eq!(s.kind, SpanKind::Client as i32);
+        assert_eq!(s.trace_id, trace().trace_id.to_bytes());
+        assert_eq!(s.span_id, 5_u64.to_be_bytes());
+        assert_eq!(s.parent_span_id, trace().root_span_id.to_bytes());
+        // Sampled, parent known to be local.
+        assert_eq!(s.flags, 0x101);
+        assert_eq!(s.start_time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 400_000);
+        let Some(any_value::Value::ArrayValue(answers)) = attr(&s, "dns.answers") else {
+            panic!("no dns.answers");
+        };
+        let answers: Vec<_> = answers.values.iter().map(|v| v.value.clone()).collect();
         assert_eq!(
-            s.end_time.duration_since(s.start_time).unwrap(),
-            Duration::from_micros(400)
+            answers,
+            [
+                Some(any_value::Value::StringValue("10.0.3.7".into())),
+                Some(any_value::Value::StringValue("10.0.3.8".into()))
+            ]
         );
         assert_eq!(
-            attr(&s, "dns.answers").unwrap().to_string(),
-            r#"["10.0.3.7","10.0.3.8"]"#
+            str_attr(&s, "dns.question.name"),
+            Some("api.example.internal")
         );
-        assert_eq!(s.status, Status::Unset);
+        assert_eq!(int_attr(&s, "process.pid"), Some(7));
+        assert_eq!(int_attr(&s, "thread.id"), Some(8));
+        assert_eq!(s.status, Some(Status::default()));
 
         let failed = DnsLookup {
             error: Some("NXDOMAIN".into()),
@@ -526,9 +751,9 @@ mod tests {
             answers: vec![],
             ..l
         };
-        let s = dns_span(&failed, &trace(), SpanId::from(6_u64), &scope());
-        assert_eq!(attr(&s, "error.type").unwrap().as_str(), "NXDOMAIN");
-        assert_eq!(s.status, Status::error("NXDOMAIN"));
+        let s = SpanDraft::dns(&failed, &trace(), SpanId::from(6_u64)).build();
+        assert_eq!(str_attr(&s, "error.type"), Some("NXDOMAIN"));
+        assert_eq!(s.status, error("NXDOMAIN"));
         assert!(attr(&s, "dns.answers").is_none());
     }
 
@@ -543,44 +768,149 @@ mod tests {
         }];
         let r = attempt_result(&s, 0, false);
         assert_eq!(r, AttemptResult::Succeeded);
-        let sp = attempt_span(
+        let sp = SpanDraft::attempt(
             &s,
             &s.attempts[0],
-            &r,
-            Some("example.com"),
+            r,
+            Some("example.com".into()),
             &trace(),
             SpanId::from(9_u64),
-            &scope(),
-        );
+        )
+        .build();
         assert_eq!(sp.name, "connect");
-        assert_eq!(sp.span_kind, SpanKind::Client);
-        assert_eq!(attr(&sp, "peer.service").unwrap().as_str(), "example.com");
-        assert_eq!(attr(&sp, "server.address").unwrap().as_str(), "example.com");
-        assert_eq!(attr(&sp, "server.port").unwrap(), Value::I64(443));
-        assert_eq!(
-            attr(&sp, "network.peer.address").unwrap().as_str(),
-            "93.184.216.34"
-        );
-        assert_eq!(attr(&sp, "network.type").unwrap().as_str(), "ipv4");
-        assert_eq!(attr(&sp, "network.local.port").unwrap(), Value::I64(40000));
+        assert_eq!(sp.kind, SpanKind::Client as i32);
+        assert_eq!(str_attr(&sp, "peer.service"), Some("example.com"));
+        assert_eq!(str_attr(&sp, "service.peer.name"), Some("example.com"));
+        assert_eq!(str_attr(&sp, "server.address"), Some("example.com"));
+        assert_eq!(int_attr(&sp, "server.port"), Some(443));
+        assert_eq!(str_attr(&sp, "network.peer.address"), Some("93.184.216.34"));
+        assert_eq!(str_attr(&sp, "network.type"), Some("ipv4"));
+        assert_eq!(str_attr(&sp, "network.transport"), Some("tcp"));
+        assert_eq!(int_attr(&sp, "network.local.port"), Some(40000));
+        assert_eq!(sp.start_time_unix_nano, 1000);
+        assert_eq!(sp.end_time_unix_nano, 1500);
+        assert_eq!(sp.status, Some(Status::default()));
 
         // Unknown name: peer.service is ip:port, no server.address.
-        let sp = attempt_span(
-            &s,
-            &s.attempts[0],
-            &r,
-            None,
-            &trace(),
-            SpanId::from(9_u64),
-            &scope(),
-        );
-        assert_eq!(
-            attr(&sp, "peer.service").unwrap().as_str(),
-            "93.184.216.34:443"
-        );
+        let sp =
+            SpanDraft::attempt(&s, &s.attempts[0], r, None, &trace(), SpanId::from(9_u64)).build();
+        assert_eq!(str_attr(&sp, "peer.service"), Some("93.184.216.34:443"));
         assert!(attr(&sp, "server.address").is_none());
-        let v6 = socket("2001:db8::1", 80, role::OUTGOING);
-        assert_eq!(peer_service(None, v6.remote.unwrap()), "[2001:db8::1]:80");
+        let mut v6 = socket("2001:db8::1", 80, role::OUTGOING);
+        v6.attempts = s.attempts.clone();
+        let sp = SpanDraft::attempt(&v6, &v6.attempts[0], r, None, &trace(), SpanId::from(9_u64))
+            .build();
+        assert_eq!(str_attr(&sp, "peer.service"), Some("[2001:db8::1]:80"));
+        assert_eq!(str_attr(&sp, "network.type"), Some("ipv6"));
+    }
+
+    /// Every kind of span, written over every other (as an export worker reuses its messages),
+    /// is the span written fresh.
+    #[test]
+    fn a_span_written_over_another_is_the_same_as_a_new_one() {
+        let lookup = DnsLookup {
+            pid: 7,
+            tid: 8,
+            epoch: 0,
+            name: "api.example.internal".into(),
+            source: DnsSource::Getaddrinfo,
+            start_ns: 1_700_000_000_000_000_000,
+            duration_ns: 400_000,
+            answers: vec!["10.0.3.7".parse().unwrap()],
+            rcode: 3,
+            error: Some("NXDOMAIN".into()),
+        };
+        let mut out = socket("93.184.216.34", 443, role::OUTGOING);
+        out.attempts = vec![Attempt {
+            epoch: 0,
+            start_ns: 1000,
+            duration_ns: 500,
+            errno: 111,
+        }];
+        let mut inc = socket("10.1.1.1", 51000, role::INCOMING);
+        inc.attempts = out.attempts.clone();
+        let joined = ProcessTrace {
+            parent: Some(SpanId::from(11_u64)),
+            ..trace()
+        };
+        let process = ProcessInfo {
+            pid: 7,
+            ppid: 1,
+            executable: "curl".into(),
+            start_ns: 100,
+            end_ns: 200,
+            parent_process: Some((TraceId::from(3_u128), SpanId::from(4_u64))),
+        };
+        let id = SpanId::from(5_u64);
+        let drafts = [
+            SpanDraft::dns(&lookup, &trace(), id),
+            SpanDraft::dns(
+                &DnsLookup {
+                    answers: vec![],
+                    error: None,
+                    ..lookup.clone()
+                },
+                &trace(),
+                id,
+            ),
+            SpanDraft::attempt(
+                &out,
+                &out.attempts[0],
+                AttemptResult::Failed(111),
+                Some("example.com".into()),
+                &trace(),
+                id,
+            ),
+            SpanDraft::attempt(
+                &out,
+                &out.attempts[0],
+                AttemptResult::Succeeded,
+                None,
+                &trace(),
+                id,
+            ),
+            SpanDraft::attempt(
+                &inc,
+                &inc.attempts[0],
+                AttemptResult::Succeeded,
+                None,
+                &trace(),
+                id,
+            ),
+            SpanDraft::invocation(
+                InvocationInfo {
+                    request_id: Some("req-1".into()),
+                    coldstart: true,
+                    start_ns: 10,
+                    end_ns: 20,
+                },
+                &trace(),
+            ),
+            SpanDraft::invocation(
+                InvocationInfo {
+                    request_id: None,
+                    coldstart: false,
+                    start_ns: 10,
+                    end_ns: 20,
+                },
+                &trace(),
+            ),
+            SpanDraft::process(process.clone(), &trace()),
+            SpanDraft::process(
+                ProcessInfo {
+                    parent_process: None,
+                    ..process
+                },
+                &joined,
+            ),
+        ];
+        for before in &drafts {
+            for after in &drafts {
+                let mut span = before.build();
+                after.write_to(&mut span);
+                assert_eq!(span, after.build(), "{after:?} written over {before:?}");
+            }
+        }
     }
 
     #[test]
@@ -595,17 +925,10 @@ mod tests {
         s.outcome = Outcome::Failed(111);
         let r = attempt_result(&s, 0, false);
         assert_eq!(r, AttemptResult::Failed(111));
-        let sp = attempt_span(
-            &s,
-            &s.attempts[0],
-            &r,
-            None,
-            &trace(),
-            SpanId::from(1_u64),
-            &scope(),
-        );
-        assert_eq!(attr(&sp, "error.type").unwrap().as_str(), "ECONNREFUSED");
-        assert_eq!(sp.status, Status::error("ECONNREFUSED"));
+        let sp =
+            SpanDraft::attempt(&s, &s.attempts[0], r, None, &trace(), SpanId::from(1_u64)).build();
+        assert_eq!(str_attr(&sp, "error.type"), Some("ECONNREFUSED"));
+        assert_eq!(sp.status, error("ECONNREFUSED"));
 
         // Non-blocking: in progress until the outcome is known.
         s.attempts[0].errno = EINPROGRESS;
@@ -633,19 +956,20 @@ mod tests {
             duration_ns: 5,
             errno: 0,
         }];
-        let sp = attempt_span(
+        let sp = SpanDraft::attempt(
             &s,
             &s.attempts[0],
-            &AttemptResult::Succeeded,
+            AttemptResult::Succeeded,
             None,
             &trace(),
             SpanId::from(2_u64),
-            &scope(),
-        );
+        )
+        .build();
         assert_eq!(sp.name, "accept");
-        assert_eq!(sp.span_kind, SpanKind::Server);
-        assert_eq!(attr(&sp, "client.address").unwrap().as_str(), "10.1.1.1");
-        assert_eq!(attr(&sp, "server.port").unwrap(), Value::I64(40000));
+        assert_eq!(sp.kind, SpanKind::Server as i32);
+        assert_eq!(str_attr(&sp, "client.address"), Some("10.1.1.1"));
+        assert_eq!(str_attr(&sp, "server.address"), Some("10.0.0.5"));
+        assert_eq!(int_attr(&sp, "server.port"), Some(40000));
         assert!(attr(&sp, "peer.service").is_none());
     }
 
@@ -659,16 +983,24 @@ mod tests {
             end_ns: 200,
             parent_process: Some((TraceId::from(3_u128), SpanId::from(4_u64))),
         };
-        let sp = process_span(&p, &trace(), &scope());
-        assert_eq!(sp.parent_span_id, SpanId::INVALID);
-        assert_eq!(sp.span_context.span_id(), trace().root_span_id);
+        let sp = SpanDraft::process(p.clone(), &trace()).build();
+        assert!(sp.parent_span_id.is_empty());
+        assert_eq!(sp.span_id, trace().root_span_id.to_bytes());
+        assert_eq!(sp.kind, SpanKind::Internal as i32);
+        assert_eq!(sp.flags, 0x101);
+        assert_eq!(str_attr(&sp, "process.executable.name"), Some("curl"));
+        assert_eq!(int_attr(&sp, "process.parent_pid"), Some(1));
         assert_eq!(sp.links.len(), 1);
+        assert_eq!(sp.links[0].trace_id, 3_u128.to_be_bytes());
+        assert_eq!(sp.links[0].span_id, 4_u64.to_be_bytes());
+        assert_eq!(sp.links[0].flags, 0x101);
         let joined = ProcessTrace {
             parent: Some(SpanId::from(11_u64)),
             ..trace()
         };
-        let sp = process_span(&p, &joined, &scope());
-        assert_eq!(sp.parent_span_id, SpanId::from(11_u64));
-        assert!(sp.parent_span_is_remote);
+        let sp = SpanDraft::process(p.clone(), &joined).build();
+        assert_eq!(sp.parent_span_id, 11_u64.to_be_bytes());
+        // Sampled, parent remote.
+        assert_eq!(sp.flags, 0x301);
     }
 }
