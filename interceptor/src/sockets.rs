@@ -543,7 +543,14 @@ pub fn on_connect(
         };
         slot.connect_errno.store(err, Relaxed);
         slot.connect_state.store(state, Relaxed);
-        // The local address is read at close (one system call fewer on the connect path).
+        // The kernel has bound the local address by now (also for a connect in progress). Read
+        // it here, not at close: metrics of a live connection carry `src_ip` from its first
+        // export, so a flow is one series from start to end.
+        if state != connect_state::FAILED
+            && let Some(a) = local_addr(fd)
+        {
+            slot.local.store(&a);
+        }
         let mut ev = connect_event(kind::CONNECT, idx, slot, fd, err, duration, tp);
         ev.header.time_ns = wall_ns;
         emit(&g, &mut ev);
