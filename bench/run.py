@@ -112,7 +112,7 @@ def main() -> int:
     for what, ns in pushes:
         worst[what] = max(worst.get(what, 0.0), float(ns))
     print("\nRing write (`cargo bench -p netmon-proto --bench ring`): "
-          + ", ".join(f"{w}: {ns:.1} ns" for w, ns in worst.items()) + " (target ≤ 25 ns).")
+          + ", ".join(f"{w}: {ns:.1f} ns" for w, ns in worst.items()) + " (target ≤ 25 ns).")
     failed |= any(ns > 25 for ns in worst.values())
     return 1 if failed else 0
 
