@@ -134,3 +134,94 @@ def test_preloaded_program_without_a_collector_behaves_identically(invariants, t
         env = {**os.environ, "LD_PRELOAD": str(lib), **extra}
         pre = subprocess.run([invariants, "transcript"], capture_output=True, text=True, timeout=60, env=env)
         assert pre.returncode == 0 and pre.stdout == plain.stdout
+
+
+def _same_output(invariants, run_netmon, *args, timeout=60):
+    """Runs the program plainly and under netmon; their stdout and exit status must match."""
+    plain = subprocess.run([invariants, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert plain.returncode == 0, plain.stderr
+    result = run_netmon([invariants, *args], timeout=timeout * 2)
+    assert result.proc.returncode == 0, result.describe()
+    assert result.proc.stdout == plain.stdout, f"plain:\n{plain.stdout}\n{result.describe()}"
+    return result
+
+
+def _totals(summary, direction, transport="tcp"):
+    flows = [f for f in summary["flows"] if f["direction"] == direction and f["transport"] == transport]
+    return {k: sum(f[k] for f in flows) for k in ("connections", "failed", "bytes_sent", "bytes_received")}
+
+
+@pytest.mark.requires("gcc")
+def test_connect_and_recv_interrupted_by_signals(invariants, run_netmon):
+    """A blocking connect (to a listener whose accept queue is full) and a blocking recv,
+    interrupted by SIGALRM without SA_RESTART (EINTR; the connect then completes in the
+    background and is learned through poll and SO_ERROR) and with it (restarted)."""
+    result = _same_output(invariants, run_netmon, "eintr")
+    lines = result.proc.stdout.splitlines()
+    assert lines[0].endswith("-> -1 errno 4") and "recv(restarted)" in lines[-1], result.proc.stdout
+    out = _totals(result.summary, "outgoing")
+    # Every connection ended established: the interrupted one is not a failure.
+    assert out["failed"] == 0 and out["connections"] >= 2, result.describe()
+    assert (out["bytes_sent"], out["bytes_received"]) == (2 * 8, 2 * 5), result.describe()
+    inc = _totals(result.summary, "incoming")
+    assert (inc["connections"], inc["bytes_received"], inc["bytes_sent"]) == (out["connections"], 16, 10), (
+        result.describe()
+    )
+
+
+@pytest.mark.requires("gcc")
+def test_non_blocking_connects_completed_through_poll_and_epoll(invariants, run_netmon):
+    result = _same_output(invariants, run_netmon, "nbconnect")
+    ok = [f for f in result.summary["flows"] if f["direction"] == "outgoing" and f["dst_port"] != 1]
+    assert [(f["connections"], f["failed"], f["bytes_sent"]) for f in ok] == [(2, 0, 20)], result.describe()
+    (refused,) = harness.flows(result.summary, direction="outgoing", dst_port=1)
+    assert (refused["connections"], refused["failed"], refused["errors"]) == (0, 1, {"ECONNREFUSED": 1}), (
+        result.describe()
+    )
+
+
+@pytest.mark.requires("gcc")
+def test_msg_trunc_msg_peek_and_partial_sends(invariants, run_netmon):
+    """Peeked bytes are not counted; MSG_TRUNC counts what the call returns (a UDP datagram's
+    full size, the TCP bytes it discarded); a datagram cut short without MSG_TRUNC counts the
+    bytes the program got. Partial sends on a full socket count what was really sent."""
+    result = _same_output(invariants, run_netmon, "msgtrunc")
+    tcp_bytes = int(next(line.split()[1] for line in result.proc.stderr.splitlines() if line.startswith("tcp_bytes ")))
+    udp_out = _totals(result.summary, "outgoing", "udp")
+    udp_all = [f for f in result.summary["flows"] if f["transport"] == "udp"]
+    assert udp_out["bytes_sent"] == 40, result.describe()
+    assert sum(f["bytes_received"] for f in udp_all) == 20 + 8, result.describe()
+    out, inc = _totals(result.summary, "outgoing"), _totals(result.summary, "incoming")
+    assert (out["bytes_sent"], inc["bytes_received"]) == (tcp_bytes, tcp_bytes), result.describe()
+
+
+@pytest.mark.requires("gcc")
+def test_epoll_server_with_thousands_of_concurrent_clients(invariants, run_netmon):
+    """One thread, one epoll set: thousands of non-blocking clients connect to the program's own
+    server at once. Connections and bytes are exact on both sides; events that did not fit the
+    ring are counted (never waited for)."""
+    import resource  # noqa: PLC0415
+
+    n = min(5000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
+    assert n >= 1000, "the open-file limit is too low for this test"
+    result = _same_output(invariants, run_netmon, "epoll", n)
+    out, inc = _totals(result.summary, "outgoing"), _totals(result.summary, "incoming")
+    assert out == {"connections": n, "failed": 0, "bytes_sent": 100 * n, "bytes_received": 200 * n}, result.describe()
+    assert inc == {"connections": n, "failed": 0, "bytes_sent": 200 * n, "bytes_received": 100 * n}, result.describe()
+    assert result.summary["sockets_untracked"] == 0, result.describe()
+    dropped = result.summary["dropped_events"]
+    assert dropped == 0 or f"{dropped} events dropped" in result.proc.stderr, result.describe()
+
+
+@pytest.mark.requires("gcc")
+def test_posix_spawn_and_exec_chain(invariants, run_netmon):
+    """chain 4 execs itself (chain 3), which posix_spawns chain 2, which execs chain 1: two
+    processes, four program images, each with its own connection."""
+    result = _same_output(invariants, run_netmon, "chain", 4)
+    assert result.proc.stdout == "chain 4\nchain 3\nchain 2\nchain 1\n"
+    out = _totals(result.summary, "outgoing")
+    assert out == {"connections": 4, "failed": 0, "bytes_sent": 4000, "bytes_received": 2000}, result.describe()
+    procs = [p for p in result.summary["processes"] if p["executable"] == "invariants"]
+    assert len(procs) == 2, result.describe()
+    first, second = sorted(procs, key=lambda p: p["pid"] != result.summary["pid"])
+    assert first["pid"] == result.summary["pid"] and second["ppid"] == first["pid"], result.describe()

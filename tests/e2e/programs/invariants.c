@@ -10,12 +10,28 @@
  *                           _exits; the parent then sends N bytes
  *   invariants reuse N      one thread closes fd X while another opens sockets that reuse X;
  *                           N rounds; each new socket sends 10 bytes
+ *   invariants eintr        blocking connect and recv interrupted by SIGALRM, without and with
+ *                           SA_RESTART; prints each call's result (compare with and without)
+ *   invariants nbconnect    non-blocking connects completed through poll, epoll and SO_ERROR,
+ *                           one refused; prints what each step saw
+ *   invariants msgtrunc     MSG_TRUNC and MSG_PEEK|MSG_TRUNC on UDP and TCP, partial sends on
+ *                           a full non-blocking socket; prints results and the totals moved
+ *   invariants epoll N      one thread: an epoll server and N non-blocking clients at once,
+ *                           each sends 100 bytes and gets 200 back; prints the totals
+ *   invariants chain K      a connection (1000 bytes out, 500 in), then posix_spawn of
+ *                           `invariants chain K-1` in a new process, which execs the next
+ *                           step in place; prints "chain K pid P" for every step
  *
  * The peer of every TCP socket here is a listener in the same process (loopback). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -50,6 +66,15 @@ void free(void *p) { __libc_free(p); }
         long r_ = (long)(expr);                                                            \
         int e_ = errno;                                                                    \
         printf("%-60s -> %ld errno %d\n", #expr, r_ < 0 ? -1L : (r_ > 2 ? 3L : r_), e_); \
+    } while (0)
+
+/* Like CALL, with the exact return value (for calls whose size is the point). */
+#define CALLX(expr)                                                                        \
+    do {                                                                                   \
+        errno = SENTINEL;                                                                  \
+        long r_ = (long)(expr);                                                            \
+        int e_ = errno;                                                                    \
+        printf("%-60s -> %ld errno %d\n", #expr, r_, e_);                                  \
     } while (0)
 
 static int listener(uint16_t *port) {
@@ -309,6 +334,346 @@ static int reuse_test(long rounds) {
     return 0;
 }
 
+/* ---- EINTR ------------------------------------------------------------------------------ */
+
+static void on_tick(int sig) { (void)sig; }
+
+static void arm(int restart) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_tick;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {.it_value = {0, 100 * 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* A listener whose accept queue is full, so a new connect waits for a SYN-ACK that does not
+ * come until the queue drains (the kernel drops the SYN; the client retries after ~1 s). The
+ * filler connections are left in *fill (count in *nfill), all connected once drained. */
+static int full_listener(uint16_t *port, int *fill, int *nfill) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 0)) { perror("listen"); exit(2); }
+    socklen_t len = sizeof a;
+    getsockname(l, (struct sockaddr *)&a, &len);
+    *port = ntohs(a.sin_port);
+    *nfill = 0;
+    for (int i = 0; i < 8; i++) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(s, (struct sockaddr *)&a, sizeof a);
+        fill[(*nfill)++] = s;
+        struct pollfd p = {.fd = s, .events = POLLOUT};
+        if (poll(&p, 1, 100) == 0) break; /* this one waits: the queue is full */
+    }
+    return l;
+}
+
+/* Accepts everything pending on l (the fillers and the tested connection), waiting for the
+ * fillers' completion, so every connection ends up established and is closed. */
+static void drain_fillers(int l, int *fill, int nfill) {
+    for (int i = 0; i < nfill; i++) {
+        struct pollfd p = {.fd = fill[i], .events = POLLOUT};
+        int c = accept(l, NULL, NULL);
+        poll(&p, 1, 5000);
+        int err = -1;
+        socklen_t len = sizeof err;
+        getsockopt(fill[i], SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) { fprintf(stderr, "filler %d: %s\n", i, strerror(err)); exit(2); }
+        close(fill[i]);
+        close(c);
+    }
+}
+
+/* Sends 5 bytes on fd after 300 ms. */
+static void *send_later(void *arg) {
+    usleep(300 * 1000);
+    send(*(int *)arg, "hello", 5, 0);
+    return NULL;
+}
+
+/* Drains the full listener after 300 ms, from another thread. */
+struct drain_args { int l; int *fill; int nfill; };
+static void *drain_later(void *arg) {
+    struct drain_args *da = arg;
+    usleep(300 * 1000);
+    drain_fillers(da->l, da->fill, da->nfill);
+    return NULL;
+}
+
+static int eintr_test(void) {
+    int fill[8], nfill;
+    uint16_t port;
+    char buf[16];
+    for (int restart = 0; restart <= 1; restart++) {
+        int l = full_listener(&port, fill, &nfill);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        arm(restart);
+        if (restart) {
+            /* The connect is restarted after the signal and completes once the queue drains:
+             * drain from another thread while this one is blocked in connect. */
+            pthread_t t;
+            struct drain_args da = {l, fill, nfill};
+            pthread_create(&t, NULL, drain_later, &da);
+            CALL(connect(s, (struct sockaddr *)&a, sizeof a));
+            pthread_join(t, NULL);
+        } else {
+            CALL(connect(s, (struct sockaddr *)&a, sizeof a));
+            drain_fillers(l, fill, nfill);
+            struct pollfd p = {.fd = s, .events = POLLOUT};
+            CALL(poll(&p, 1, 5000));
+            int err = -1;
+            socklen_t len = sizeof err;
+            CALL(getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len));
+            CALL(err);
+        }
+        int c = accept(l, NULL, NULL);
+        CALL(c >= 0);
+        CALL(send(s, "abcdefgh", 8, 0));
+        CALL(recv(c, buf, 8, MSG_WAITALL));
+        /* A blocking recv interrupted at 100 ms; data arrives at 300 ms. */
+        pthread_t t;
+        pthread_create(&t, NULL, send_later, &c);
+        arm(restart);
+        errno = SENTINEL;
+        long r = recv(s, buf, sizeof buf, 0);
+        printf("%-60s -> %ld errno %d\n", restart ? "recv(restarted)" : "recv(interrupted)", r, r < 0 ? errno : 0);
+        if (r < 0) CALL(recv(s, buf, sizeof buf, 0));
+        pthread_join(t, NULL);
+        close(s); close(c); close(l);
+    }
+    signal(SIGALRM, SIG_DFL);
+    return 0;
+}
+
+/* ---- non-blocking connect completions ------------------------------------------------------ */
+
+static int nbconnect_test(void) {
+    uint16_t port;
+    int l = listener(&port);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in refused = {.sin_family = AF_INET, .sin_port = htons(1),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int err; socklen_t len = sizeof err;
+    /* poll, then SO_ERROR. */
+    int s1 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    CALL(connect(s1, (struct sockaddr *)&a, sizeof a));
+    struct pollfd p = {.fd = s1, .events = POLLOUT};
+    CALL(poll(&p, 1, 5000));
+    CALL(p.revents & (POLLOUT | POLLERR));
+    CALL(getsockopt(s1, SOL_SOCKET, SO_ERROR, &err, &len));
+    CALL(err);
+    /* epoll, then a second connect (EISCONN) instead of SO_ERROR. */
+    int s2 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLOUT, .data.fd = s2}, out;
+    CALL(connect(s2, (struct sockaddr *)&a, sizeof a));
+    CALL(epoll_ctl(ep, EPOLL_CTL_ADD, s2, &ev));
+    CALL(epoll_wait(ep, &out, 1, 5000));
+    CALL(out.events & (EPOLLOUT | EPOLLERR));
+    CALL(connect(s2, (struct sockaddr *)&a, sizeof a));
+    /* epoll on a refused connect: EPOLLERR, then SO_ERROR says ECONNREFUSED (loopback may
+     * also refuse at once; either way the output must not change under the interceptor). */
+    int s3 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    epoll_ctl(ep, EPOLL_CTL_DEL, s2, NULL);
+    ev.data.fd = s3;
+    errno = SENTINEL;
+    long r = connect(s3, (struct sockaddr *)&refused, sizeof refused);
+    int e = errno;
+    printf("%-60s -> %ld errno %d\n", "connect(s3, refused)", r, e);
+    if (r < 0 && e == EINPROGRESS) {
+        CALL(epoll_ctl(ep, EPOLL_CTL_ADD, s3, &ev));
+        CALL(epoll_wait(ep, &out, 1, 5000));
+        CALL(!!(out.events & EPOLLERR));
+        len = sizeof err;
+        CALL(getsockopt(s3, SOL_SOCKET, SO_ERROR, &err, &len));
+        CALL(err == ECONNREFUSED);
+    }
+    /* Every established one carries bytes. */
+    char buf[64];
+    for (int i = 0; i < 2; i++) {
+        int s = i ? s2 : s1;
+        int c = accept(l, NULL, NULL);
+        fcntl(s, F_SETFL, 0);
+        CALL(send(s, "0123456789", 10, 0));
+        CALL(recv(c, buf, 10, MSG_WAITALL));
+        close(c);
+    }
+    close(s1); close(s2); close(s3); close(ep); close(l);
+    return 0;
+}
+
+/* ---- MSG_TRUNC, MSG_PEEK, partial sends --------------------------------------------------- */
+
+static int msgtrunc_test(void) {
+    char buf[8];
+    int u1 = socket(AF_INET, SOCK_DGRAM, 0), u2 = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(u2, (struct sockaddr *)&a, sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(u2, (struct sockaddr *)&a, &len);
+    connect(u1, (struct sockaddr *)&a, sizeof a);
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    CALLX(send(u1, "0123456789abcdef0123", 20, 0));
+    CALLX(recvfrom(u2, buf, sizeof buf, MSG_PEEK | MSG_TRUNC, (struct sockaddr *)&from, &fl));
+    CALLX(recvfrom(u2, buf, sizeof buf, MSG_TRUNC, (struct sockaddr *)&from, &fl));
+    CALLX(send(u1, "0123456789abcdef0123", 20, 0));
+    CALLX(recvfrom(u2, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl)); /* the rest is lost */
+    CALLX(recvfrom(u2, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl));
+    uint16_t port;
+    int l = listener(&port);
+    int s = connect_to(port);
+    int c = accept(l, NULL, NULL);
+    CALLX(send(s, "0123456789", 10, 0));
+    usleep(20 * 1000);
+    CALLX(recv(c, NULL, 4, MSG_TRUNC));                    /* TCP: 4 bytes discarded */
+    CALLX(recv(c, buf, sizeof buf, MSG_PEEK));
+    CALLX(recv(c, buf, sizeof buf, 0));
+    /* Partial sends: fill a small non-blocking send buffer nobody reads. */
+    int small = 4096;
+    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    fcntl(s, F_SETFL, O_NONBLOCK);
+    static char big[1 << 20];
+    long sent = 0, partial = 0, k;
+    while ((k = send(s, big, sizeof big, MSG_NOSIGNAL)) > 0) {
+        sent += k;
+        if (k < (long)sizeof big) partial++;
+    }
+    printf("%-60s -> %s\n", "send(full buffer)", k < 0 && errno == EAGAIN && partial > 0 ? "partial then EAGAIN" : "other");
+    long got = 0, n;
+    fcntl(s, F_SETFL, 0);
+    shutdown(s, SHUT_WR);
+    while ((n = recv(c, big, sizeof big, 0)) > 0) got += n;
+    printf("%-60s -> %s\n", "receiver got every byte sent", got == sent ? "yes" : "no");
+    fprintf(stderr, "tcp_bytes %ld\n", sent + 10);
+    close(s); close(c); close(l); close(u1); close(u2);
+    return 0;
+}
+
+/* ---- an epoll server with many concurrent clients ----------------------------------------- */
+
+static int epoll_test(int n) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((long)rl.rlim_cur < 2L * n + 64) { fprintf(stderr, "fd limit %ld too low\n", (long)rl.rlim_cur); return 2; }
+    uint16_t port;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 65535)) { perror("listen"); return 2; }
+    socklen_t alen = sizeof a;
+    getsockname(l, (struct sockaddr *)&a, &alen);
+    port = ntohs(a.sin_port);
+    (void)port;
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+    epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
+    /* Per fd: role (1 client, 2 server side), bytes done. */
+    static int role[1 << 16];
+    static long done[1 << 16];
+    for (int i = 0; i < n; i++) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (s < 0 || s >= (1 << 16)) { perror("socket"); return 2; }
+        if (connect(s, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) { perror("connect"); return 2; }
+        role[s] = 1;
+        done[s] = 0;
+        ev.events = EPOLLOUT;
+        ev.data.u64 = (uint64_t)s + 1;
+        epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+    }
+    long clients_done = 0, out = 0, in = 0;
+    char buf[4096];
+    memset(buf, 'e', sizeof buf);
+    static struct epoll_event evs[1024];
+    while (clients_done < n) {
+        int k = epoll_wait(ep, evs, 1024, 10000);
+        if (k <= 0) { fprintf(stderr, "epoll stalled at %ld clients\n", clients_done); return 3; }
+        for (int i = 0; i < k; i++) {
+            if (evs[i].data.u64 == 0) {
+                int c;
+                while ((c = accept4(l, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    role[c] = 2;
+                    done[c] = 0;
+                    ev.events = EPOLLIN;
+                    ev.data.u64 = (uint64_t)c + 1;
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+                }
+                continue;
+            }
+            int fd = (int)(evs[i].data.u64 - 1);
+            if (role[fd] == 1 && done[fd] == 0) {          /* connected: send 100 */
+                int err = 0; socklen_t el = sizeof err;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err) { fprintf(stderr, "connect: %s\n", strerror(err)); return 2; }
+                if (send(fd, buf, 100, 0) != 100) { perror("send"); return 2; }
+                out += 100;
+                done[fd] = -1;
+                ev.events = EPOLLIN;
+                ev.data.u64 = (uint64_t)fd + 1;
+                epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+            } else if (role[fd] == 2) {                     /* server: read 100, answer 200 */
+                long r = recv(fd, buf, 100 - done[fd], 0);
+                if (r > 0) done[fd] += r;
+                if (done[fd] == 100) {
+                    if (send(fd, buf, 200, 0) != 200) { perror("send"); return 2; }
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                }
+            } else if (role[fd] == 1) {                     /* client: read 200 */
+                long r = recv(fd, buf, sizeof buf, 0);
+                if (r > 0) { done[fd] -= r; in += r; }
+                if (done[fd] == -201 || r == 0) {
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                    clients_done++;
+                }
+            }
+        }
+    }
+    printf("clients %d sent %ld received %ld\n", n, out, in);
+    close(ep); close(l);
+    return 0;
+}
+
+/* ---- posix_spawn / exec chains ------------------------------------------------------------ */
+
+extern char **environ;
+
+static int chain_test(const char *self, int k) {
+    uint16_t port;
+    int l = listener(&port);
+    fcntl(l, F_SETFD, FD_CLOEXEC);
+    int s = connect_to(port);
+    fcntl(s, F_SETFD, FD_CLOEXEC);
+    int c = accept(l, NULL, NULL);
+    send_all(s, 1000);
+    char buf[1000];
+    recv(c, buf, sizeof buf, MSG_WAITALL);
+    send(c, buf, 500, 0);
+    recv(s, buf, 500, MSG_WAITALL);
+    close(s); close(c); close(l);
+    printf("chain %d\n", k);
+    if (k <= 1) return 0;
+    char arg[16];
+    snprintf(arg, sizeof arg, "%d", k - 1);
+    char *argv[] = {(char *)self, "chain", arg, NULL};
+    if (k % 2) { /* odd steps spawn a new process and wait for it */
+        pid_t pid;
+        if (posix_spawn(&pid, self, NULL, NULL, argv, environ)) { perror("posix_spawn"); return 2; }
+        int st;
+        waitpid(pid, &st, 0);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+    }
+    execv(self, argv); /* even steps replace themselves */
+    perror("execv");
+    return 2;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -318,5 +683,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "fork") && argc > 3) return fork_test(atol(argv[2]), atol(argv[3]));
     if (!strcmp(argv[1], "vfork") && argc > 2) return vfork_test(atol(argv[2]));
     if (!strcmp(argv[1], "reuse") && argc > 2) return reuse_test(atol(argv[2]));
+    if (!strcmp(argv[1], "eintr")) return eintr_test();
+    if (!strcmp(argv[1], "nbconnect")) return nbconnect_test();
+    if (!strcmp(argv[1], "msgtrunc")) return msgtrunc_test();
+    if (!strcmp(argv[1], "epoll") && argc > 2) return epoll_test(atoi(argv[2]));
+    if (!strcmp(argv[1], "chain") && argc > 2) return chain_test(argv[0], atoi(argv[2]));
     return 2;
 }
