@@ -44,20 +44,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// The value of header `name` (lowercase, with the colon) in an HTTP head.
-fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let at = find_ignore_case(head, name)? + name.len();
-    let rest = head.get(at..)?;
-    let end = rest
-        .iter()
-        .position(|b| *b == b'\r' || *b == b'\n')
-        .unwrap_or(rest.len());
-    Some(trim(&rest[..end]))
+/// The value of header `name` (lowercase, with the colon) in an HTTP head: only at the start
+/// of a header line, and never past the blank line that ends the head (the body is the
+/// function's event: nothing of it is read).
+fn header<'a>(data: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let head = &data[..find(data, b"\r\n\r\n").unwrap_or(data.len())];
+    let mut lines = head.split(|b| *b == b'\n').skip(1);
+    let line =
+        lines.find(|l| l.len() >= name.len() && l[..name.len()].eq_ignore_ascii_case(name))?;
+    let value = &line[name.len()..];
+    Some(trim(value.strip_suffix(b"\r").unwrap_or(value)))
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -145,6 +141,19 @@ mod tests {
         assert_eq!(classify(b"HTTP/1.1 202 Accepted\r\n\r\n", false), None);
         assert_eq!(classify(b"", false), None);
         assert_eq!(classify(b"POST /runtime/invocation/", true), None);
+    }
+
+    #[test]
+    fn only_header_lines_of_the_head_are_read() {
+        // The event (the body) is the function's data: a header-like line in it is not read.
+        let body_only = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\nlambda-runtime-aws-request-id: from-the-body\r\n";
+        assert_eq!(classify(body_only, false), None);
+        // Nor is a longer header that merely ends with the name.
+        let other = b"HTTP/1.1 200 OK\r\nX-Lambda-Runtime-Aws-Request-Id: other\r\n\r\n";
+        assert_eq!(classify(other, false), None);
+        // A head cut short by the read is still read as far as it goes.
+        let cut = b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r9";
+        assert_eq!(classify(cut, false), Some(Boundary::Start(b"r9", 0)));
     }
 
     #[test]
