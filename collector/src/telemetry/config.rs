@@ -279,6 +279,15 @@ fn check_endpoint(
     insecure: bool,
 ) -> Result<String, ConfigError> {
     let value = value.trim();
+    // user:password@ in the URL would be printed with every delivery warning (and land in
+    // CloudWatch Logs in Lambda): refused without echoing the value.
+    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return err(format!(
+            "{var}: credentials in the endpoint URL are not supported (they would be logged); put them in OTEL_EXPORTER_OTLP_HEADERS"
+        ));
+    }
     let with_scheme = if value.contains("://") {
         value.to_string()
     } else if protocol == Protocol::Grpc {
@@ -306,11 +315,20 @@ fn check_endpoint(
 }
 
 /// `k1=v1,k2=v2` with percent-encoded values (W3C Baggage format, as the OTLP spec says).
+/// Header values are often credentials: errors name the header, never echo its value.
 pub fn parse_headers(var: &str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for (n, item) in value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
         let Some((k, v)) = item.split_once('=') else {
-            return err(format!("{var}: header {item:?} is not key=value"));
+            return err(format!(
+                "{var}: item {} is not key=value (not shown: it may be a secret)",
+                n + 1
+            ));
         };
         let k = k.trim();
         let valid_name = !k.is_empty()
@@ -319,8 +337,11 @@ pub fn parse_headers(var: &str, value: &str) -> Result<Vec<(String, String)>, Co
         if !valid_name {
             return err(format!("{var}: {k:?} is not a valid header name"));
         }
-        let v = percent_decode(v.trim())
-            .ok_or_else(|| ConfigError(format!("{var}: bad percent-encoding in {item:?}")))?;
+        let v = percent_decode(v.trim()).ok_or_else(|| {
+            ConfigError(format!(
+                "{var}: the value of {k:?} is not percent-encoded correctly (%XX, two hex digits)"
+            ))
+        })?;
         if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return err(format!(
                 "{var}: the value of {k:?} contains a control character"
@@ -520,6 +541,45 @@ pub fn resolve(flags: &ExportFlags, env: &dyn Env) -> Result<TelemetryConfig, Co
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn credentials_in_the_endpoint_are_refused_without_echoing_them() {
+        for url in [
+            "https://user:s3cr3t@collector:4318",
+            "user:s3cr3t@collector:4317",
+            "http://s3cr3t@collector/v1",
+        ] {
+            let e = resolve(
+                &flags(Some("otlp")),
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)]),
+            )
+            .unwrap_err();
+            assert!(
+                e.0.contains("credentials") && !e.0.contains("s3cr3t"),
+                "{e}"
+            );
+        }
+        // An @ after the host is a path or query character, not userinfo.
+        assert!(
+            resolve(
+                &flags(Some("otlp")),
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317/a@b")]),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn header_errors_never_echo_a_value() {
+        for bad in [
+            "authorization=Bearer%zzs3cr3t",
+            "x=1,Bearer s3cr3t",
+            "k=s3cr3t%0A",
+        ] {
+            let e = parse_headers("OTEL_EXPORTER_OTLP_HEADERS", bad).unwrap_err();
+            assert!(!e.0.contains("s3cr3t"), "{e}");
+        }
+    }
 
     fn flags(exporters: Option<&str>) -> ExportFlags {
         ExportFlags {
