@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
@@ -72,6 +73,10 @@ pub fn parse_batch(body: &str) -> Vec<PlatformEvent> {
         .collect()
 }
 
+/// The largest batch body read; the rest of a larger one is ignored (and the batch, cut short,
+/// no longer parses). Four times the `maxBytes` netmon subscribes with.
+const MAX_BATCH_BYTES: u64 = 1 << 20;
+
 /// The address to listen on: what `sandbox.localdomain` resolves to inside Lambda, else
 /// loopback. Never a wildcard address.
 fn listen_host() -> (IpAddr, String) {
@@ -108,8 +113,13 @@ impl Listener {
             .name("telemetry-api".into())
             .spawn(move || {
                 for mut req in s.incoming_requests() {
+                    // Any process in the sandbox can post here: bounded, whatever it sends
+                    // (Lambda's batches are at most the subscription's 256 KiB).
                     let mut body = String::new();
-                    let _ = req.as_reader().read_to_string(&mut body);
+                    let _ = req
+                        .as_reader()
+                        .take(MAX_BATCH_BYTES)
+                        .read_to_string(&mut body);
                     let _ = req.respond(tiny_http::Response::empty(200));
                     if events.send(PlatformEvent::Delivered).is_err() {
                         return;
@@ -186,5 +196,21 @@ mod tests {
         assert_eq!(e, PlatformEvent::Delivered);
         let e = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert!(matches!(e, PlatformEvent::RuntimeDone { request_id, .. } if request_id == "z"));
+        // A body beyond the bound is read no further: the batch, cut short, yields nothing.
+        let pad = " ".repeat(MAX_BATCH_BYTES as usize);
+        let big =
+            format!(r#"[{{"type":"platform.runtimeDone","record":{{"requestId":"big"}}}}{pad}]"#);
+        let status = ureq::post(&l.destination)
+            .send(&big)
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 200);
+        let e = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(e, PlatformEvent::Delivered);
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err()
+        );
     }
 }
