@@ -3,7 +3,7 @@
 # Idempotent: on a machine that already has everything it changes nothing and takes ~1 s.
 #   apt: dnsmasq-base iproute2 curl openssl gcc chromium (+ openjdk-17-jdk-headless, nodejs if missing)
 #   pip: pytest
-#   cargo: cargo-fuzz (when the nightly toolchain is installed)
+#   cargo: cargo-fuzz (when the nightly toolchain is installed), cargo-deny
 #   Lambda runtime clients: awslambdaric (pip), aws-lambda-ric (npm, native build into the cache)
 set -euo pipefail
 
@@ -50,6 +50,11 @@ done
 
 if ! python3 -c 'import pytest' >/dev/null 2>&1; then
     quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore pytest
+fi
+
+# cargo-deny for the supply-chain check of scripts/test.sh (deny.toml); about two minutes to build.
+if ! cargo deny --version >/dev/null 2>&1; then
+    quiet cargo install -q --locked cargo-deny
 fi
 
 # cargo-fuzz for scripts/fuzz.sh, only where the nightly toolchain it needs is installed.

@@ -16,6 +16,9 @@ cargo build --workspace
 echo "== cargo test --workspace"
 cargo test --workspace
 
+echo "== cargo deny check licenses bans sources (deny.toml; advisories need GitHub: SECURITY.md)"
+cargo deny --log-level error check licenses bans sources
+
 echo "== fuzzing the parsers of untrusted input (scripts/fuzz.sh, NETMON_FUZZ_SECONDS per target, default 10 here)"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --version >/dev/null 2>&1; then
     NETMON_FUZZ_SECONDS="${NETMON_FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
