@@ -352,7 +352,9 @@ pub fn parse_headers(var: &str, value: &str) -> Result<Vec<(String, String)>, Co
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes (the W3C baggage encoding of `OTEL_EXPORTER_OTLP_HEADERS` and
+/// `OTEL_RESOURCE_ATTRIBUTES`); `None` for a malformed escape or invalid UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -33,7 +33,7 @@ pub fn parse_resource_attributes(value: &str) -> Result<Vec<(String, String)>, C
                 "OTEL_RESOURCE_ATTRIBUTES: {item:?} has an empty key; the variable is ignored"
             )));
         }
-        let v = percent_decode(v.trim()).ok_or_else(|| {
+        let v = super::config::percent_decode(v.trim()).ok_or_else(|| {
             ConfigError(format!(
                 "OTEL_RESOURCE_ATTRIBUTES: bad percent-encoding in {item:?}; the variable is ignored"
             ))
@@ -41,27 +41,6 @@ pub fn parse_resource_attributes(value: &str) -> Result<Vec<(String, String)>, C
         out.push((k.to_string(), v));
     }
     Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            // Two hex digits exactly (from_str_radix alone would also take a sign: "%+1").
-            let hex = b.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The resource attributes, in increasing precedence: derived, `OTEL_RESOURCE_ATTRIBUTES`,
