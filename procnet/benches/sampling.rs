@@ -1,12 +1,14 @@
 //! One `/proc` sampling pass (dev + sockstat + tcp + tcp6 + udp + udp6 + snmp + netstat) with
-//! 10,000 open sockets: time per pass, allocations per pass and heap growth across passes; the
-//! kernel's own cost (reading the files without parsing); procfs-core's parsers on the same
+//! 10,000 open sockets, with the socket tables over netlink `sock_diag` (what netmon does) and
+//! from `/proc/net` text (the fallback): time per pass, allocations per pass and heap growth
+//! across passes; the kernel's own cost (reading the files without parsing); procfs-core's parsers on the same
 //! bytes; and a scan of one process's 10,000 socket fds.
 //!
 //! Run it in a fresh network namespace so only its own sockets are in the tables
 //! (BENCHMARKS.md, "/proc sampling"):
-//!   unshare -n sh -c 'ip link set lo up && ulimit -n 65536 && cargo bench -p netmon-procnet --bench sampling'
+//!   unshare -n sh -c 'ip link set lo up && cargo bench -p netmon-procnet --bench sampling'
 
+use netmon_procnet::sockdiag::SockDiag;
 use netmon_procnet::{Family, Sampler, Transport, fd, sockets};
 use procfs_core::{ExplicitSystemInfo, FromBufRead, FromBufReadSI};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -94,39 +96,60 @@ fn time(mut f: impl FnMut()) -> Stats {
     s
 }
 
-fn main() {
-    let _sockets = open_sockets();
-    let root = Path::new("/proc");
-    let mut sampler = Sampler::new(root);
+/// A full pass of `sampler`, timed; then its allocations per pass and heap growth.
+fn measure(sampler: &mut Sampler, what: &str) {
     for _ in 0..3 {
         sampler.sample();
     }
     let snap = sampler.snapshot();
     println!(
-        "{} sockets in the tables ({} tables read), {} interfaces",
+        "{what}: {} sockets in the tables ({} tables read, {} over netlink), {} interfaces",
         snap.sockets.len(),
         snap.tables_read,
+        snap.tables_via_netlink,
         snap.interfaces.len()
     );
-
-    // The pass, timed.
     time(|| {
         sampler.sample();
     })
-    .line("full pass (ours)");
-
-    // Allocations: per pass, and what the heap holds after many passes.
+    .line(&format!("full pass, {what}"));
     let region = Region::new(GLOBAL);
     for _ in 0..PASSES {
         sampler.sample();
     }
     let c = region.change();
     println!(
-        "allocations per pass: {:.1} ({} bytes); heap growth over {PASSES} passes: {} bytes",
+        "  allocations per pass: {:.1} ({} bytes); heap growth over {PASSES} passes: {} bytes",
         c.allocations as f64 / PASSES as f64,
         c.bytes_allocated / PASSES,
         c.bytes_allocated as i64 - c.bytes_deallocated as i64 + c.bytes_reallocated as i64
     );
+}
+
+fn main() {
+    let _sockets = open_sockets();
+    let root = Path::new("/proc");
+
+    // What netmon runs: socket tables over netlink sock_diag, the rest from /proc/net.
+    let mut sampler = Sampler::new(root);
+    assert!(sampler.use_sock_diag(), "no NETLINK_SOCK_DIAG socket here");
+    measure(&mut sampler, "sock_diag + /proc/net (netmon)");
+    let mut diag = SockDiag::open().unwrap();
+    let mut out = Vec::new();
+    for (t, f, name) in [
+        (Transport::Tcp, Family::V4, "tcp"),
+        (Transport::Tcp, Family::V6, "tcp6"),
+    ] {
+        time(|| {
+            out.clear();
+            diag.dump(t, f, &mut out).unwrap();
+        })
+        .line(&format!("  of which the {name} dump"));
+    }
+
+    // The fallback: every table from /proc/net text.
+    let mut text = Sampler::new(root);
+    measure(&mut text, "/proc/net text only (fallback)");
 
     // The kernel's share: reading the same files into a reused buffer, no parsing.
     let files: Vec<String> = [

@@ -5,7 +5,9 @@
 
 use crate::fields::lines;
 use crate::sockets::{Family, Transport, state};
-use crate::{ProtocolCounters, SocketsInUse, dev, fd, process, snmp, sockets, sockstat};
+use crate::{
+    ProtocolCounters, SocketsInUse, UdpCounters, dev, fd, process, snmp, sockets, sockstat,
+};
 
 fn line_count(text: &[u8]) -> u64 {
     lines(text).count() as u64
@@ -55,6 +57,16 @@ pub fn snmp(text: &[u8]) {
     assert_eq!(again, c);
 }
 
+pub fn snmp6(text: &[u8]) {
+    let mut u = UdpCounters::default();
+    let s = snmp::parse_snmp6(text, &mut u);
+    assert_eq!(s.parsed + s.skipped, line_count(text));
+    assert_eq!(s.unknown_format, s.parsed == 0);
+    let mut again = u;
+    snmp::parse_snmp6(text, &mut again);
+    assert_eq!(again, u);
+}
+
 pub fn sockstat(text: &[u8]) {
     let mut u = SocketsInUse::default();
     let s = sockstat::parse(text, &mut u);
@@ -82,6 +94,7 @@ pub fn all(text: &[u8]) {
     dev(text);
     sockets(text);
     snmp(text);
+    snmp6(text);
     sockstat(text);
     fd_and_process(text);
 }

@@ -1,5 +1,6 @@
 //! Readers for the Linux `/proc` network files netmon samples: interface counters
-//! (`net/dev`), socket tables (`net/{tcp,tcp6,udp,udp6}`), protocol counters (`net/snmp`,
+//! (`net/dev`), socket tables (`net/{tcp,tcp6,udp,udp6}`, or the same over netlink
+//! `sock_diag`), protocol counters (`net/snmp`,
 //! `net/netstat`), sockets in use (`net/sockstat{,6}`), the sockets a process holds
 //! (`<pid>/fd`) and its children.
 //!
@@ -17,6 +18,7 @@ pub mod invariants;
 pub mod process;
 pub mod sampler;
 pub mod snmp;
+pub mod sockdiag;
 pub mod sockets;
 pub mod sockstat;
 

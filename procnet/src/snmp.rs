@@ -1,5 +1,6 @@
-//! `/proc/net/snmp` and `/proc/net/netstat`: the network namespace's protocol counters. Both
-//! files are pairs of lines, `Prefix: Name1 Name2 ...` then `Prefix: value1 value2 ...`.
+//! `/proc/net/snmp`, `/proc/net/netstat` and `/proc/net/snmp6`: the network namespace's
+//! protocol counters. The first two are pairs of lines, `Prefix: Name1 Name2 ...` then
+//! `Prefix: value1 value2 ...`; `snmp6` is one `Name value` per line.
 //!
 //! Hand-written rather than procfs-core's `Snmp`, which needs every one of ~90 fields to be
 //! present (a kernel without `Udp:IgnoredMulti` fails the whole read), builds a map of
@@ -37,8 +38,8 @@ pub struct TcpCounters {
     pub listen_drops: Option<u64>,
 }
 
-/// UDP counters of the network namespace, for IPv4 (IPv6 datagrams are counted in
-/// `/proc/net/snmp6`, which netmon does not read). TCP counters cover both families.
+/// UDP counters of the network namespace for one IP version: IPv4 in `/proc/net/snmp`
+/// (`Udp:`), IPv6 in `/proc/net/snmp6` (`Udp6*`). TCP counters cover both versions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct UdpCounters {
     pub in_datagrams: Option<u64>,
@@ -55,6 +56,7 @@ pub struct UdpCounters {
 pub struct ProtocolCounters {
     pub tcp: TcpCounters,
     pub udp: UdpCounters,
+    pub udp6: UdpCounters,
 }
 
 type Field = fn(&mut ProtocolCounters) -> &mut Option<u64>;
@@ -147,6 +149,44 @@ pub fn parse(text: &[u8], out: &mut ProtocolCounters) -> ParseStats {
     stats
 }
 
+type Udp6Field = fn(&mut UdpCounters) -> &mut Option<u64>;
+
+/// The `/proc/net/snmp6` counters read, by name.
+const UDP6_FIELDS: [(&[u8], Udp6Field); 6] = [
+    (b"Udp6InDatagrams", |c| &mut c.in_datagrams),
+    (b"Udp6OutDatagrams", |c| &mut c.out_datagrams),
+    (b"Udp6NoPorts", |c| &mut c.no_ports),
+    (b"Udp6InErrors", |c| &mut c.in_errors),
+    (b"Udp6RcvbufErrors", |c| &mut c.rcvbuf_errors),
+    (b"Udp6SndbufErrors", |c| &mut c.sndbuf_errors),
+];
+
+/// Parses the text of `/proc/net/snmp6` (`Name value` lines, IPv6 and ICMPv6 and UDPv6
+/// counters) into `out`, setting the UDP counters it finds. A line that is not a name and a
+/// decimal value is skipped and counted.
+pub fn parse_snmp6(text: &[u8], out: &mut UdpCounters) -> ParseStats {
+    let mut stats = ParseStats::default();
+    for line in lines(text) {
+        let mut t = tokens(line);
+        let (Some(name), Some(value), None) = (t.next(), t.next(), t.next()) else {
+            stats.skipped += 1;
+            continue;
+        };
+        let Some(value) = dec_u64(value) else {
+            stats.skipped += 1;
+            continue;
+        };
+        stats.parsed += 1;
+        if let Some((_, f)) = UDP6_FIELDS.iter().find(|(n, _)| *n == name) {
+            *f(out) = Some(value);
+        }
+    }
+    if stats.parsed == 0 {
+        stats.unknown_format = true;
+    }
+    stats
+}
+
 impl TcpCounters {
     /// What changed since `earlier`; `None` where either side is unknown.
     pub fn since(&self, earlier: &Self) -> Self {
@@ -187,6 +227,7 @@ impl ProtocolCounters {
         Self {
             tcp: self.tcp.since(&earlier.tcp),
             udp: self.udp.since(&earlier.udp),
+            udp6: self.udp6.since(&earlier.udp6),
         }
     }
 }
@@ -216,6 +257,31 @@ Udp: 539 41 0 581 0 0 0 0 0
             (Some(7), Some(9))
         );
         assert_eq!(c.tcp.active_opens, Some(177068));
+    }
+
+    #[test]
+    fn snmp6_udp_counters() {
+        let text = b"Ip6InReceives                   \t1317
+Udp6InDatagrams                 \t634
+Udp6NoPorts                     \t2
+Udp6InErrors                    \t0
+Udp6OutDatagrams                \t636
+Udp6RcvbufErrors                \t1
+Udp6SndbufErrors                \t0
+Udp6IgnoredMulti                \t0
+garbage line here
+Udp6InCsumErrors x
+";
+        let mut u = UdpCounters::default();
+        let s = parse_snmp6(text, &mut u);
+        assert_eq!((s.parsed, s.skipped, s.unknown_format), (8, 2, false));
+        assert_eq!(
+            (u.in_datagrams, u.out_datagrams, u.no_ports, u.rcvbuf_errors),
+            (Some(634), Some(636), Some(2), Some(1))
+        );
+        let mut u = UdpCounters::default();
+        assert!(parse_snmp6(b"", &mut u).unknown_format);
+        assert_eq!(u, UdpCounters::default());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use netmon_procnet::sockets::{self, state};
 use netmon_procnet::{
-    Family, InterfaceCounters, ParseStats, ProtocolCounters, Sampler, SocketsInUse, Transport, dev,
-    fd, process, snmp, sockstat,
+    Family, InterfaceCounters, ParseStats, ProtocolCounters, Sampler, SocketsInUse, Transport,
+    UdpCounters, dev, fd, process, snmp, sockstat,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -286,6 +286,43 @@ fn snmp_huge() {
     let mut c = ProtocolCounters::default();
     assert_eq!(snmp::parse(&names, &mut c), stats(1, 0));
     assert_eq!(c.tcp.listen_drops, Some(42));
+}
+
+#[test]
+fn snmp6_valid() {
+    let mut u = UdpCounters::default();
+    assert_eq!(
+        snmp::parse_snmp6(&fixture("root/net/snmp6"), &mut u),
+        stats(39, 0)
+    );
+    assert_eq!(
+        (u.in_datagrams, u.out_datagrams, u.no_ports, u.in_errors),
+        (Some(41), Some(43), Some(2), Some(0))
+    );
+}
+
+#[test]
+fn snmp6_malformed_lines_are_skipped_alone() {
+    let mut u = UdpCounters::default();
+    assert_eq!(
+        snmp::parse_snmp6(&fixture("snmp6/malformed"), &mut u),
+        stats(3, 4)
+    );
+    assert_eq!((u.in_datagrams, u.rcvbuf_errors), (Some(12), Some(2)));
+    assert_eq!(
+        (u.out_datagrams, u.no_ports, u.in_errors, u.sndbuf_errors),
+        (None, None, None, None)
+    );
+}
+
+#[test]
+fn snmp6_truncated() {
+    let mut u = UdpCounters::default();
+    assert_eq!(
+        snmp::parse_snmp6(&fixture("snmp6/truncated"), &mut u),
+        stats(1, 1)
+    );
+    assert_eq!((u.in_datagrams, u.out_datagrams), (Some(12), None));
 }
 
 #[test]
