@@ -24,9 +24,7 @@ use netmon_procnet::{
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-#[cfg(test)]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Background `/proc` work may take at most 1/`WORK_BUDGET` of the wall-clock time (5% of one
@@ -107,6 +105,7 @@ const ALL_TABLES: u8 = 0b1111;
 pub struct KernelMonitor {
     root: PathBuf,
     interval: Duration,
+    socket_tables: SocketTables,
     sampler: Sampler,
     baseline_interfaces: Vec<Interface>,
     baseline_protocols: ProtocolCounters,
@@ -141,6 +140,13 @@ impl KernelMonitor {
     /// Starts monitoring: reads the counters the run's deltas start from.
     pub fn new(opts: &KernelOptions) -> Self {
         let mut sampler = Sampler::new(&opts.root);
+        // The live /proc: the socket tables over netlink, which costs the kernel a fraction of
+        // generating their text (procnet::sockdiag). A fixture root is read as files.
+        let socket_tables = if opts.root == Path::new("/proc") && sampler.use_sock_diag() {
+            SocketTables::SockDiag
+        } else {
+            SocketTables::ProcNet
+        };
         let snap = sampler.sample();
         let (baseline_interfaces, baseline_protocols, connections) =
             (snap.interfaces.clone(), snap.protocols, snap.connections);
@@ -148,6 +154,7 @@ impl KernelMonitor {
         Self {
             root: opts.root.clone(),
             interval: opts.interval,
+            socket_tables,
             baseline_interfaces,
             baseline_protocols,
             sampler,
@@ -464,7 +471,14 @@ impl KernelMonitor {
             interfaces,
             tcp: delta.tcp,
             udp: delta.udp,
+            udp6: delta.udp6,
             sockets,
+            // A table whose dump failed went back to text (counted in the health).
+            socket_tables: if h.netlink_fallbacks > 0 {
+                SocketTables::ProcNet
+            } else {
+                self.socket_tables
+            },
             health: h.into(),
         }
     }
@@ -492,12 +506,27 @@ pub struct KernelSummary {
     pub samples: u64,
     pub interfaces: Vec<InterfaceDelta>,
     pub tcp: TcpCounters,
+    /// UDP over IPv4 (`/proc/net/snmp`) and over IPv6 (`/proc/net/snmp6`).
     pub udp: UdpCounters,
+    pub udp6: UdpCounters,
     /// Sockets of the monitored processes seen in the socket tables, by transport and the
     /// last state each was seen in.
     pub sockets: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Where the socket tables were read from.
+    pub socket_tables: SocketTables,
     #[serde(flatten)]
     pub health: SampleHealthJson,
+}
+
+/// How the socket tables are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketTables {
+    /// Netlink `sock_diag` dumps.
+    SockDiag,
+    /// `/proc/net/{tcp,tcp6,udp,udp6}` text: a fixture root, or a kernel or sandbox without
+    /// `sock_diag`.
+    ProcNet,
 }
 
 /// [`SampleHealth`] in the JSON summary.
@@ -509,6 +538,8 @@ pub struct SampleHealthJson {
     pub files_unreadable: u64,
     /// `/proc` files in a layout netmon does not know (read as empty).
     pub formats_unknown: u64,
+    /// Socket tables `sock_diag` could not dump, read from `/proc/net` text instead.
+    pub netlink_fallbacks: u64,
 }
 
 impl From<SampleHealth> for SampleHealthJson {
@@ -517,6 +548,7 @@ impl From<SampleHealth> for SampleHealthJson {
             lines_skipped: h.lines_skipped,
             files_unreadable: h.files_unreadable,
             formats_unknown: h.formats_unknown,
+            netlink_fallbacks: h.netlink_fallbacks,
         }
     }
 }
@@ -626,9 +658,8 @@ pub fn metric_points(
         );
     }
     let d = snap.protocols.since(baseline_protocols);
-    let (t, u) = (d.tcp, d.udp);
+    let t = d.tcp;
     let direction = |v: &'static str| Some((s::NETWORK_IO_DIRECTION, v));
-    let error = |v: &'static str| Some((s::ERROR_TYPE, v));
     let counters = [
         (s::NETMON_TCP_ACTIVE_OPENS, None, t.active_opens),
         (s::NETMON_TCP_PASSIVE_OPENS, None, t.passive_opens),
@@ -641,20 +672,6 @@ pub fn metric_points(
         (s::NETMON_TCP_RESETS_SENT, None, t.out_rsts),
         (s::NETMON_TCP_LISTEN_OVERFLOWS, None, t.listen_overflows),
         (s::NETMON_TCP_LISTEN_DROPS, None, t.listen_drops),
-        (
-            s::NETMON_UDP_DATAGRAMS,
-            direction("receive"),
-            u.in_datagrams,
-        ),
-        (
-            s::NETMON_UDP_DATAGRAMS,
-            direction("transmit"),
-            u.out_datagrams,
-        ),
-        (s::NETMON_UDP_NO_PORTS, None, u.no_ports),
-        (s::NETMON_UDP_ERRORS, error("receive"), u.in_errors),
-        (s::NETMON_UDP_ERRORS, error("rcvbuf"), u.rcvbuf_errors),
-        (s::NETMON_UDP_ERRORS, error("sndbuf"), u.sndbuf_errors),
     ];
     for (metric, attr, value) in counters {
         if let Some(v) = value {
@@ -662,6 +679,45 @@ pub fn metric_points(
                 .map(|(k, v)| vec![(k, v.to_string())])
                 .unwrap_or_default();
             push(metric, MetricKind::Counter, attributes, v);
+        }
+    }
+    for (version, u) in [("ipv4", d.udp), ("ipv6", d.udp6)] {
+        let counters = [
+            (
+                s::NETMON_UDP_DATAGRAMS,
+                s::NETWORK_IO_DIRECTION,
+                "receive",
+                u.in_datagrams,
+            ),
+            (
+                s::NETMON_UDP_DATAGRAMS,
+                s::NETWORK_IO_DIRECTION,
+                "transmit",
+                u.out_datagrams,
+            ),
+            (s::NETMON_UDP_ERRORS, s::ERROR_TYPE, "receive", u.in_errors),
+            (
+                s::NETMON_UDP_ERRORS,
+                s::ERROR_TYPE,
+                "rcvbuf",
+                u.rcvbuf_errors,
+            ),
+            (
+                s::NETMON_UDP_ERRORS,
+                s::ERROR_TYPE,
+                "sndbuf",
+                u.sndbuf_errors,
+            ),
+        ];
+        for (metric, key, value, n) in counters {
+            if let Some(n) = n {
+                let attributes = vec![(s::NETWORK_TYPE, version.into()), (key, value.into())];
+                push(metric, MetricKind::Counter, attributes, n);
+            }
+        }
+        if let Some(n) = u.no_ports {
+            let attributes = vec![(s::NETWORK_TYPE, version.into())];
+            push(s::NETMON_UDP_NO_PORTS, MetricKind::Counter, attributes, n);
         }
     }
     out
@@ -1101,8 +1157,36 @@ mod tests {
             "Tcp: 1 200 120000 -1 6 4 1 0",
         );
         std::fs::write(net.join("snmp"), snmp).unwrap();
+        let snmp6 = std::fs::read_to_string(net.join("snmp6")).unwrap().replace(
+            "Udp6OutDatagrams                \t43",
+            "Udp6OutDatagrams 50",
+        );
+        std::fs::write(net.join("snmp6"), snmp6).unwrap();
         m.finish(&Tracker::new());
         let k = m.summary();
+        assert_eq!(
+            k.socket_tables,
+            SocketTables::ProcNet,
+            "a fixture root is read as files"
+        );
+        assert_eq!(
+            (k.udp6.out_datagrams, k.udp6.in_datagrams),
+            (Some(7), Some(0))
+        );
+        let points = m.take_metric_points().unwrap();
+        let udp = |version: &str| {
+            points
+                .iter()
+                .find(|p| {
+                    p.metric.name == "netmon.udp.datagrams"
+                        && p.attributes
+                            .contains(&("network.type", version.to_string()))
+                        && p.attributes
+                            .contains(&("network.io.direction", "transmit".to_string()))
+                })
+                .map(|p| p.value)
+        };
+        assert_eq!((udp("ipv4"), udp("ipv6")), (Some(0), Some(7)));
         assert_eq!(k.samples, 2);
         let lo = &k.interfaces[0];
         assert_eq!(

@@ -154,7 +154,27 @@ def test_static_binary_connections_are_proc_flows(run_netmon, netns, static_clie
         assert sum(f["states"].values()) == 1, where
     assert s["totals"]["bytes_sent"] == 0 and s["totals"]["connections"] == 0, result.describe()
     assert s["kernel"]["sockets"]["tcp"], result.describe()
+    assert (s["kernel"]["socket_tables"], s["kernel"]["netlink_fallbacks"]) == ("sock_diag", 0), result.describe()
     assert "bytes unknown" in result.proc.stderr, result.describe()
+
+
+@pytest.mark.requires("netns")
+def test_udp_counters_cover_ipv4_and_ipv6(run_netmon, netns):
+    """`/proc/net/snmp` counts IPv4 datagrams, `/proc/net/snmp6` IPv6 ones: both per run."""
+    code = (
+        "import socket\n"
+        "for family, addr, n in ((socket.AF_INET, '127.0.0.1', 3), (socket.AF_INET6, '::1', 5)):\n"
+        "    r = socket.socket(family, socket.SOCK_DGRAM); r.bind((addr, 0))\n"
+        "    s = socket.socket(family, socket.SOCK_DGRAM)\n"
+        "    for _ in range(n):\n"
+        "        s.sendto(b'x' * 10, r.getsockname()[:2]); r.recv(100)\n"
+    )
+    result = run_netmon([P, "-c", code], netns=netns.a)
+    harness.assert_ran_ok(result)
+    k = result.summary["kernel"]
+    got = {v: (k[v]["out_datagrams"], k[v]["in_datagrams"]) for v in ("udp", "udp6")}
+    # The namespace is the test's own: no other process sends datagrams in it.
+    assert got == {"udp": (3, 3), "udp6": (5, 5)}, result.describe()
 
 
 @pytest.mark.requires("netns", "gcc")

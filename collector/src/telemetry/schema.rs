@@ -486,23 +486,23 @@ pub const NETMON_TCP_LISTEN_DROPS: MetricName = MetricName {
 pub const NETMON_UDP_DATAGRAMS: MetricName = MetricName {
     name: "netmon.udp.datagrams",
     unit: "{datagram}",
-    description: "UDP datagrams received and sent, IPv4 (Udp:InDatagrams, Udp:OutDatagrams)",
+    description: "UDP datagrams received and sent, by network.type (Udp:InDatagrams, Udp:OutDatagrams; Udp6InDatagrams, Udp6OutDatagrams)",
     kind: Kind::Counter,
-    attributes: &[NETWORK_IO_DIRECTION],
+    attributes: &[NETWORK_TYPE, NETWORK_IO_DIRECTION],
 };
 pub const NETMON_UDP_NO_PORTS: MetricName = MetricName {
     name: "netmon.udp.no_ports",
     unit: "{datagram}",
-    description: "UDP datagrams to a port nobody listened on, IPv4 (Udp:NoPorts)",
+    description: "UDP datagrams to a port nobody listened on, by network.type (Udp:NoPorts, Udp6NoPorts)",
     kind: Kind::Counter,
-    attributes: &[],
+    attributes: &[NETWORK_TYPE],
 };
 pub const NETMON_UDP_ERRORS: MetricName = MetricName {
     name: "netmon.udp.errors",
     unit: "{datagram}",
-    description: "UDP receive errors by error.type: receive, rcvbuf, sndbuf, IPv4 (Udp:*Errors)",
+    description: "UDP errors by error.type (receive, rcvbuf, sndbuf) and network.type (Udp:*Errors, Udp6*Errors)",
     kind: Kind::Counter,
-    attributes: &[ERROR_TYPE],
+    attributes: &[NETWORK_TYPE, ERROR_TYPE],
 };
 
 /// The kernel metrics that are monotonic counters (the rest: `SYSTEM_NETWORK_CONNECTION_COUNT`).
