@@ -4,25 +4,28 @@
 //!
 //! - Bounded memory: a full span queue drops its oldest spans, a full metrics queue its oldest
 //!   collections; every drop is counted and reported.
-//! - Bounded retry: a request that fails stays queued and is retried after a backoff of
-//!   250 ms doubling to 5 s (longer if the receiver's `Retry-After` says so, up to 5 s),
-//!   unless the receiver refused it for good (4xx), then it is dropped and counted. The
-//!   metrics exporter also retries transient errors itself before failing.
-//! - Partial success: the trace client reports rejected spans; the rejected counts the OTLP
-//!   metrics exporter logs are captured (a per-thread `tracing` subscriber). Both are counted.
-//! - Bounded shutdown: [`Exporters::shutdown`] delivers what is queued until a deadline, then
-//!   abandons the rest (counted) and any request in flight.
+//! - Retry as the OTLP specification says ("Failures"): only what it calls retryable (HTTP
+//!   429, 502, 503, 504; the gRPC codes of its table, `RESOURCE_EXHAUSTED` only with
+//!   `RetryInfo`; no answer at all) stays queued and is retried, after a backoff of 250 ms
+//!   doubling to 5 s — longer if the receiver's `Retry-After` or `RetryInfo` says so, up to
+//!   5 s. Anything else the receiver refused is dropped at once and counted. Traces and
+//!   metrics back off separately: one signal's failures never hold the other's data.
+//! - Partial success: what the receiver rejected is counted, at most the request's own items.
+//!   So for each signal, whatever happens: items queued = exported + dropped + rejected.
+//! - Bounded shutdown: [`Exporters::shutdown`] delivers what is queued until a deadline,
+//!   backing off as always, and stops early when no retry is due before it; it then abandons
+//!   the rest (counted) and any request in flight.
 
 use super::config::{OtlpSignal, Protocol, Signal};
 use super::metrics::data_points;
+use super::otlp_client::{Failure, OtlpClient};
 use super::otlp_json::OtlpJsonFile;
-use super::otlp_traces::{self, Envelope, Failure, TraceClient, TraceRequest};
+use super::otlp_traces::{Envelope, TraceRequest};
 use super::spans::SpanDraft;
-use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -83,9 +86,8 @@ impl SinkStats {
 /// Where one exporter sends.
 enum Target {
     Otlp {
-        spans: Box<TraceClient>,
-        metrics: Box<MetricExporter>,
-        describe: String,
+        spans: Box<OtlpClient>,
+        metrics: Box<OtlpClient>,
     },
     Json(Box<OtlpJsonFile>),
 }
@@ -110,8 +112,14 @@ struct Queue {
     flushing: bool,
     /// A batch is being exported.
     busy: bool,
+    /// Spans of the batch being exported (taken out of `spans`; a metrics collection being
+    /// exported stays at the front of `metrics`).
+    in_flight_spans: usize,
     shutdown: Option<Instant>,
     finished: bool,
+    /// The worker did not stop in time at shutdown: what it held is counted as dropped, and it
+    /// must count nothing more.
+    abandoned: bool,
 }
 
 impl Queue {
@@ -122,6 +130,8 @@ impl Queue {
 
 struct Sink {
     name: &'static str,
+    /// The exporter and where it sends, for messages.
+    describe: String,
     queue: Mutex<Queue>,
     wake: Condvar,
     stats: Arc<SinkStats>,
@@ -195,48 +205,19 @@ fn http_client(sig: &OtlpSignal) -> Result<reqwest::Client, BuildError> {
         .map_err(|e| BuildError(format!("cannot create the HTTP client: {e}")))
 }
 
+/// One client per signal: each may have its own endpoint, protocol, headers and timeout.
 fn build_otlp(
     traces: &OtlpSignal,
     metrics: &OtlpSignal,
-    temporality: opentelemetry_sdk::metrics::Temporality,
-) -> Result<(TraceClient, MetricExporter), BuildError> {
-    let e = |s: Signal| {
-        move |err: opentelemetry_otlp::ExporterBuildError| {
-            BuildError(format!("otlp {} exporter: {err}", s.as_str()))
-        }
+) -> Result<(OtlpClient, OtlpClient), BuildError> {
+    let client = |sig: &OtlpSignal, signal: Signal| match sig.protocol {
+        Protocol::Grpc => OtlpClient::grpc(sig, signal),
+        Protocol::HttpProtobuf => Ok(OtlpClient::http(sig, http_client(sig)?)),
     };
-    let headers =
-        |sig: &OtlpSignal| -> HashMap<String, String> { sig.headers.iter().cloned().collect() };
-    let spans = match traces.protocol {
-        Protocol::Grpc => TraceClient::grpc(traces)?,
-        Protocol::HttpProtobuf => TraceClient::http(traces, http_client(traces)?),
-    };
-    let metric = match metrics.protocol {
-        Protocol::Grpc => {
-            let mut b = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(&metrics.endpoint)
-                .with_timeout(metrics.timeout)
-                .with_metadata(otlp_traces::metadata(metrics));
-            if metrics.endpoint.starts_with("https://") {
-                b = b.with_tls_config(otlp_traces::tls_config(metrics));
-            }
-            b.with_temporality(temporality)
-                .build()
-                .map_err(e(Signal::Metrics))?
-        }
-        Protocol::HttpProtobuf => MetricExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(&metrics.endpoint)
-            .with_timeout(metrics.timeout)
-            .with_headers(headers(metrics))
-            .with_http_client(http_client(metrics)?)
-            .with_temporality(temporality)
-            .build()
-            .map_err(e(Signal::Metrics))?,
-    };
-    Ok((spans, metric))
+    Ok((
+        client(traces, Signal::Traces)?,
+        client(metrics, Signal::Metrics)?,
+    ))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
@@ -251,7 +232,6 @@ impl Exporters {
     pub fn build(
         otlp: Option<(&OtlpSignal, &OtlpSignal)>,
         otlp_json: Option<&std::path::Path>,
-        temporality: opentelemetry_sdk::metrics::Temporality,
         limits: QueueLimits,
     ) -> Result<Exporters, BuildError> {
         let mut pending = Vec::new();
@@ -261,7 +241,7 @@ impl Exporters {
             // tonic's lazy channel starts its connection task on the current runtime.
             let built = {
                 let _guard = rt.enter();
-                build_otlp(traces, metrics, temporality)?
+                build_otlp(traces, metrics)?
             };
             let describe = if traces.endpoint == metrics.endpoint {
                 format!("{} {}", traces.protocol.as_str(), traces.endpoint)
@@ -277,17 +257,24 @@ impl Exporters {
                 Target::Otlp {
                     spans: Box::new(built.0),
                     metrics: Box::new(built.1),
-                    describe,
                 },
                 rt,
             ));
-            sinks.push(Arc::new(Sink::new("otlp", limits.clone())));
+            sinks.push(Arc::new(Sink::new(
+                "otlp",
+                format!("otlp export to {describe}"),
+                limits.clone(),
+            )));
         }
         if let Some(path) = otlp_json {
             let file = OtlpJsonFile::create(path)
                 .map_err(|e| BuildError(format!("cannot create {}: {e}", path.display())))?;
             pending.push((Target::Json(Box::new(file)), runtime()?));
-            sinks.push(Arc::new(Sink::new("otlp-json", limits.clone())));
+            sinks.push(Arc::new(Sink::new(
+                "otlp-json",
+                "otlp-json export".to_string(),
+                limits.clone(),
+            )));
         }
         Ok(Exporters {
             sinks,
@@ -408,6 +395,14 @@ impl Exporters {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
+            if !q.finished {
+                // A worker stuck where the abort cannot reach (a blocking write): it is left
+                // behind, and what it held is counted here, once.
+                q.abandoned = true;
+                let spans = (q.spans.len() + q.in_flight_spans) as u64;
+                let points = q.points as u64;
+                drop_all(s, &mut q, spans, points);
+            }
         }
         for h in self.workers.drain(..) {
             // Joined only if it is done: an abandoned request never holds netmon's exit.
@@ -419,9 +414,10 @@ impl Exporters {
 }
 
 impl Sink {
-    fn new(name: &'static str, limits: QueueLimits) -> Sink {
+    fn new(name: &'static str, describe: String, limits: QueueLimits) -> Sink {
         Sink {
             name,
+            describe,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stats: Arc::new(SinkStats::default()),
@@ -439,6 +435,7 @@ impl Sink {
                 .fetch_add(spans.len() as u64, Ordering::Relaxed);
             return;
         }
+        let was_empty = q.spans.is_empty();
         q.spans.extend(spans);
         let over = q.spans.len().saturating_sub(self.limits.max_spans);
         if over > 0 {
@@ -448,7 +445,9 @@ impl Sink {
                 .dropped
                 .fetch_add(over as u64, Ordering::Relaxed);
         }
-        let wake = q.spans.len() >= self.limits.max_batch;
+        // An idle worker sleeps until woken: the first spans set its batch timer, a full batch
+        // goes at once.
+        let wake = was_empty || q.spans.len() >= self.limits.max_batch;
         drop(q);
         if wake {
             self.wake.notify_all();
@@ -487,120 +486,173 @@ enum Work {
     Metrics(Arc<ResourceMetrics>, usize),
 }
 
-/// Whether a failed request may succeed later. The OTLP exporter reports the HTTP status or
-/// gRPC code in its message; 4xx (but 408 and 429) and the gRPC codes of a request that can
-/// never be accepted are permanent.
-pub fn is_permanent(message: &str) -> bool {
-    if let Some(rest) = message.split("status code: ").nth(1) {
-        let code: u16 = rest
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or(0);
-        return (400..500).contains(&code) && code != 408 && code != 429;
-    }
-    if let Some(rest) = message.split("gRPC code: ").nth(1) {
-        return [
-            "InvalidArgument",
-            "NotFound",
-            "PermissionDenied",
-            "Unauthenticated",
-            "Unimplemented",
-            "FailedPrecondition",
-            "OutOfRange",
-        ]
-        .iter()
-        .any(|c| rest.starts_with(c));
-    }
-    false
-}
-
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtime::Runtime) {
-    let _log = tracing::subscriber::set_default(SdkLogCapture {
-        stats: sink.stats.clone(),
+/// Retry timing of one signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Backoff {
+    /// Nothing of the signal is sent before this (after a retryable failure).
+    until: Option<Instant>,
+    /// The wait after the next failure.
+    next: Duration,
+}
+
+impl Backoff {
+    const fn new() -> Backoff {
+        Backoff {
+            until: None,
+            next: BACKOFF_START,
+        }
+    }
+
+    /// The earliest time a request that is due at `due` may go.
+    fn allows(&self, due: Instant) -> Instant {
+        self.until.map_or(due, |t| t.max(due))
+    }
+
+    /// A retryable failure at `now`: wait the backoff, or what the receiver asked (`retry_after`)
+    /// within [backoff, BACKOFF_MAX].
+    fn failed(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let wait = retry_after.map_or(self.next, |r| r.clamp(self.next, BACKOFF_MAX));
+        self.until = Some(now + wait);
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// What the worker does next, decided under the queue lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Metrics,
+    /// A batch of spans.
+    Spans,
+    /// Nothing more can be delivered: drop what is left and stop.
+    Finish,
+    /// Sleep until this time (or a wake-up).
+    Wait(Option<Instant>),
+}
+
+/// The worker's decision at `now`. Metrics go first; spans when a batch is full, their delay
+/// has passed, or a flush or the shutdown waits; each signal only once its backoff allows. At
+/// shutdown the worker stops at the deadline, or before it once nothing can be sent in time.
+fn next_work(
+    q: &Queue,
+    now: Instant,
+    next_spans: Instant,
+    max_batch: usize,
+    backoff: &[Backoff; 2],
+) -> Next {
+    let metrics_at = (!q.metrics.is_empty()).then(|| backoff[METRICS].allows(now));
+    let spans_at = (!q.spans.is_empty()).then(|| {
+        let due = if q.spans.len() >= max_batch || q.flushing || q.shutdown.is_some() {
+            now
+        } else {
+            next_spans.max(now)
+        };
+        backoff[TRACES].allows(due)
     });
-    let describe = match &target {
-        Target::Otlp { describe, .. } => format!("otlp export to {describe}"),
-        Target::Json(_) => "otlp-json export".to_string(),
-    };
+    if let Some(deadline) = q.shutdown
+        && (now >= deadline
+            || [metrics_at, spans_at]
+                .iter()
+                .flatten()
+                .all(|t| *t >= deadline))
+    {
+        return Next::Finish;
+    }
+    if metrics_at.is_some_and(|t| t <= now) {
+        return Next::Metrics;
+    }
+    if spans_at.is_some_and(|t| t <= now) {
+        return Next::Spans;
+    }
+    Next::Wait(
+        [metrics_at, spans_at, q.shutdown]
+            .into_iter()
+            .flatten()
+            .min(),
+    )
+}
+
+const TRACES: usize = 0;
+const METRICS: usize = 1;
+
+/// Drops everything `q` holds (`spans` spans and `points` data points, the in-flight ones
+/// included when the caller says so), counted, and marks the sink finished.
+fn drop_all(sink: &Sink, q: &mut Queue, spans: u64, points: u64) {
+    q.spans.clear();
+    q.metrics.clear();
+    q.points = 0;
+    q.in_flight_spans = 0;
+    sink.stats
+        .traces
+        .dropped
+        .fetch_add(spans, Ordering::Relaxed);
+    sink.stats
+        .metrics
+        .dropped
+        .fetch_add(points, Ordering::Relaxed);
+    if spans > 0 || points > 0 {
+        eprintln!(
+            "netmon: {}: {spans} spans and {points} metric data points not delivered before exit",
+            sink.describe
+        );
+    }
+    q.finished = true;
+    sink.wake.notify_all();
+}
+
+fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtime::Runtime) {
+    let describe = &sink.describe;
     let limits = sink.limits.clone();
     // Span messages are written here, on this thread, over those of the last request.
     let mut request = TraceRequest::new(envelope);
     let mut next_spans = Instant::now() + limits.span_delay;
-    let mut retry_at: Option<Instant> = None;
-    let mut backoff = BACKOFF_START;
+    let mut backoff = [Backoff::new(); 2];
     let mut failing: Option<u64> = None;
     loop {
         let work = {
             let mut q = sink.lock();
             loop {
-                let now = Instant::now();
-                if let Some(deadline) = q.shutdown
-                    && (q.is_empty() || now >= deadline)
-                {
-                    let spans = q.spans.len() as u64;
-                    let points = q.points as u64;
-                    q.spans.clear();
-                    q.metrics.clear();
-                    q.points = 0;
-                    sink.stats
-                        .traces
-                        .dropped
-                        .fetch_add(spans, Ordering::Relaxed);
-                    sink.stats
-                        .metrics
-                        .dropped
-                        .fetch_add(points, Ordering::Relaxed);
-                    if spans + points > 0 {
-                        eprintln!(
-                            "netmon: {describe}: {spans} spans and {points} metric data points not delivered before exit"
-                        );
-                    }
-                    q.finished = true;
-                    sink.wake.notify_all();
+                if q.abandoned {
                     return;
                 }
-                let wait_retry = retry_at.filter(|t| *t > now && q.shutdown.is_none());
-                if let Some(t) = wait_retry {
-                    q = sink
-                        .wake
-                        .wait_timeout(q, t - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                    continue;
+                let now = Instant::now();
+                match next_work(&q, now, next_spans, limits.max_batch, &backoff) {
+                    Next::Finish => {
+                        let (spans, points) = (q.spans.len() as u64, q.points as u64);
+                        drop_all(&sink, &mut q, spans, points);
+                        return;
+                    }
+                    Next::Metrics => {
+                        if let Some((rm, points)) = q.metrics.front() {
+                            let w = Work::Metrics(rm.clone(), *points);
+                            q.busy = true;
+                            break w;
+                        }
+                    }
+                    Next::Spans => {
+                        let n = q.spans.len().min(limits.max_batch);
+                        let batch: Vec<SpanDraft> = q.spans.drain(..n).collect();
+                        q.busy = true;
+                        q.in_flight_spans = n;
+                        break Work::Spans(batch);
+                    }
+                    Next::Wait(until) => {
+                        if q.is_empty() {
+                            // Lets a flush see that everything was delivered.
+                            sink.wake.notify_all();
+                        }
+                        let timeout = until.map_or(Duration::from_secs(3600), |t| {
+                            t.saturating_duration_since(now)
+                        });
+                        q = sink
+                            .wake
+                            .wait_timeout(q, timeout)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
                 }
-                if let Some((rm, points)) = q.metrics.front() {
-                    let w = Work::Metrics(rm.clone(), *points);
-                    q.busy = true;
-                    break w;
-                }
-                let spans_due = q.spans.len() >= limits.max_batch
-                    || (!q.spans.is_empty()
-                        && (now >= next_spans || q.flushing || q.shutdown.is_some()));
-                if spans_due {
-                    let n = q.spans.len().min(limits.max_batch);
-                    let batch: Vec<SpanDraft> = q.spans.drain(..n).collect();
-                    q.busy = true;
-                    break Work::Spans(batch);
-                }
-                if q.is_empty() {
-                    // Lets a flush see that everything was delivered.
-                    sink.wake.notify_all();
-                }
-                let timeout = if q.spans.is_empty() {
-                    Duration::from_secs(3600)
-                } else {
-                    next_spans.saturating_duration_since(now)
-                };
-                q = sink
-                    .wake
-                    .wait_timeout(q, timeout)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
             }
         };
         let (signal, items) = match &work {
@@ -611,57 +663,64 @@ fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtim
             let export = async {
                 match (&target, &work) {
                     (Target::Otlp { spans, .. }, Work::Spans(drafts)) => {
-                        spans.export(request.fill(drafts)).await
+                        spans.export_spans(request.fill(drafts)).await
                     }
-                    (Target::Otlp { metrics, .. }, Work::Metrics(rm, _)) => metrics
-                        .export(rm)
-                        .await
-                        .map(|()| None)
-                        .map_err(|e| Failure::new(e.to_string())),
+                    (Target::Otlp { metrics, .. }, Work::Metrics(rm, _)) => {
+                        let request = Arc::new(ExportMetricsServiceRequest::from(&**rm));
+                        metrics.export_metrics(&request).await
+                    }
                     (Target::Json(f), Work::Spans(drafts)) => f
                         .export_spans(request.fill(drafts))
                         .map(|()| None)
-                        .map_err(Failure::new),
-                    (Target::Json(f), Work::Metrics(rm, _)) => {
-                        f.export_metrics(rm).map(|()| None).map_err(Failure::new)
-                    }
+                        .map_err(Failure::transient),
+                    (Target::Json(f), Work::Metrics(rm, _)) => f
+                        .export_metrics(rm)
+                        .map(|()| None)
+                        .map_err(Failure::transient),
                 }
             };
             tokio::select! {
                 r = tokio::time::timeout(limits.request_timeout, export) => {
-                    r.unwrap_or_else(|_| Err(Failure::new("timed out".to_string())))
+                    r.unwrap_or_else(|_| Err(Failure::transient("timed out".to_string())))
                 }
-                _ = sink.abort.notified() => Err(Failure::new("abandoned at exit".to_string())),
+                _ = sink.abort.notified() => {
+                    Err(Failure::transient("abandoned at exit".to_string()))
+                }
             }
         });
-        if let Ok(Some(rejected)) = &result {
-            note_rejected(&sink.stats, rejected.spans, 0, &rejected.message);
-        }
-        let permanent = result.as_ref().is_err_and(|f| is_permanent(&f.message));
-        // Spans of a request that may still succeed go back to the queue.
-        let requeue = match work {
-            Work::Spans(drafts) if result.is_err() && !permanent => Some(drafts),
+        // A receiver cannot reject more than the request carried.
+        let rejected = match &result {
+            Ok(Some(r)) => Some((r.items.min(items), r.message.as_str())),
             _ => None,
+        };
+        let s = match signal {
+            Signal::Traces => TRACES,
+            Signal::Metrics => METRICS,
         };
         let stats = sink.stats.of(signal);
         let mut q = sink.lock();
         q.busy = false;
+        q.in_flight_spans = 0;
+        if q.abandoned {
+            return; // counted by the shutdown
+        }
         if signal == Signal::Traces {
             next_spans = Instant::now() + limits.span_delay;
         }
-        match result {
+        let done = match result {
             Ok(_) => {
-                stats.exported.fetch_add(items, Ordering::Relaxed);
-                if signal == Signal::Metrics
-                    && let Some((_, p)) = q.metrics.pop_front()
-                {
-                    q.points -= p;
+                let rejected_items = rejected.map_or(0, |(n, _)| n);
+                stats
+                    .exported
+                    .fetch_add(items - rejected_items, Ordering::Relaxed);
+                if let Some((n, message)) = rejected {
+                    note_rejected(&sink.stats, signal, n, message);
                 }
-                retry_at = None;
-                backoff = BACKOFF_START;
+                backoff[s] = Backoff::new();
                 if let Some(n) = failing.take() {
                     eprintln!("netmon: {describe} works again after {n} failed requests");
                 }
+                true
             }
             Err(failure) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -670,7 +729,7 @@ fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtim
                         "netmon: {describe} of {} failed: {}; {}",
                         signal.as_str(),
                         failure.message,
-                        if permanent {
+                        if failure.permanent {
                             "the receiver refused the data, it is dropped"
                         } else {
                             "retrying, queued telemetry is kept (oldest dropped when full)"
@@ -678,17 +737,14 @@ fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtim
                     );
                 }
                 failing = Some(failing.unwrap_or(0) + 1);
-                if permanent {
+                if failure.permanent {
                     stats.dropped.fetch_add(items, Ordering::Relaxed);
-                    if signal == Signal::Metrics
-                        && let Some((_, p)) = q.metrics.pop_front()
-                    {
-                        q.points -= p;
-                    }
+                    // The receiver answered: the next request need not wait.
+                    backoff[s] = Backoff::new();
                 } else {
-                    if let Some(batch) = requeue {
-                        for s in batch.into_iter().rev() {
-                            q.spans.push_front(s);
+                    if let Work::Spans(batch) = work {
+                        for span in batch.into_iter().rev() {
+                            q.spans.push_front(span);
                         }
                         let over = q.spans.len().saturating_sub(limits.max_spans);
                         if over > 0 {
@@ -696,111 +752,323 @@ fn worker(sink: Arc<Sink>, target: Target, envelope: Envelope, rt: tokio::runtim
                             stats.dropped.fetch_add(over as u64, Ordering::Relaxed);
                         }
                     }
-                    let wait = failure
-                        .retry_after
-                        .map_or(backoff, |r| r.clamp(backoff, BACKOFF_MAX));
-                    retry_at = Some(Instant::now() + wait);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff[s].failed(Instant::now(), failure.retry_after);
                 }
+                failure.permanent
             }
+        };
+        if done
+            && signal == Signal::Metrics
+            && let Some((_, p)) = q.metrics.pop_front()
+        {
+            q.points -= p;
         }
         sink.wake.notify_all();
     }
 }
 
 /// Counts what a receiver rejected (OTLP partial success); the first time, says so.
-fn note_rejected(stats: &SinkStats, spans: u64, points: u64, message: &str) {
-    let first = stats.traces.rejected.load(Ordering::Relaxed)
-        + stats.metrics.rejected.load(Ordering::Relaxed)
-        == 0;
-    stats.traces.rejected.fetch_add(spans, Ordering::Relaxed);
-    stats.metrics.rejected.fetch_add(points, Ordering::Relaxed);
-    if first {
-        eprintln!(
-            "netmon: the OTLP receiver rejected part of an export ({spans} spans, {points} data points): {message}"
-        );
+fn note_rejected(stats: &SinkStats, signal: Signal, items: u64, message: &str) {
+    let first = stats.traces.rejected.load(Ordering::Relaxed) == 0
+        && stats.metrics.rejected.load(Ordering::Relaxed) == 0;
+    stats
+        .of(signal)
+        .rejected
+        .fetch_add(items, Ordering::Relaxed);
+    if first && items > 0 {
+        let what = match signal {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric data points",
+        };
+        let message = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
+        eprintln!("netmon: the OTLP receiver rejected {items} {what} of an export{message}");
     }
-}
-
-/// Captures the OTLP metrics exporter's internal log events on a worker thread: partial-success
-/// responses carry the number of rejected items.
-struct SdkLogCapture {
-    stats: Arc<SinkStats>,
-}
-
-#[derive(Default)]
-struct PartialSuccess {
-    name: String,
-    rejected_spans: u64,
-    rejected_points: u64,
-    message: String,
-}
-
-impl tracing::field::Visit for PartialSuccess {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "name" => self.name = format!("{value:?}").trim_matches('"').to_string(),
-            "error_message" => self.message = format!("{value:?}").trim_matches('"').to_string(),
-            _ => {}
-        }
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            "name" => self.name = value.to_string(),
-            "error_message" => self.message = value.to_string(),
-            _ => {}
-        }
-    }
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.record_u64(field, value.max(0) as u64);
-    }
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        match field.name() {
-            "rejected_spans" => self.rejected_spans = value,
-            "rejected_data_points" => self.rejected_points = value,
-            _ => {}
-        }
-    }
-}
-
-impl tracing::Subscriber for SdkLogCapture {
-    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
-        m.is_event() && *m.level() <= tracing::Level::WARN
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut v = PartialSuccess::default();
-        event.record(&mut v);
-        if !v.name.ends_with("PartialSuccess") {
-            return;
-        }
-        note_rejected(&self.stats, v.rejected_spans, v.rejected_points, &v.message);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::OtlpSignal;
+    use super::super::spans::{ProcessInfo, ProcessTrace};
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+
+    fn queue(spans: usize, metrics: bool) -> Queue {
+        let mut q = Queue::default();
+        q.spans.extend((0..spans).map(|i| draft(i as u32)));
+        if metrics {
+            q.metrics
+                .push_back((Arc::new(ResourceMetrics::default()), 3));
+            q.points = 3;
+        }
+        q
+    }
 
     #[test]
-    fn permanent_errors_are_told_from_transient_ones() {
-        assert!(is_permanent("HTTP export failed with status code: 400"));
-        assert!(is_permanent("HTTP export failed with status code: 404"));
-        assert!(!is_permanent("HTTP export failed with status code: 429"));
-        assert!(!is_permanent("HTTP export failed with status code: 503"));
-        assert!(!is_permanent("HTTP export failed: network error"));
-        assert!(is_permanent(
-            "TonicTracesClient export failed with gRPC code: Unimplemented"
-        ));
-        assert!(!is_permanent(
-            "TonicTracesClient export failed with gRPC code: Unavailable: transport error"
-        ));
-        assert!(!is_permanent("timed out"));
+    fn one_signal_backing_off_never_holds_the_other() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(2);
+        let mut backoff = [Backoff::new(); 2];
+        backoff[METRICS].failed(now, None);
+        let q = queue(5, true);
+        // Spans are due (full batch) while metrics wait.
+        assert_eq!(next_work(&q, now, later, 5, &backoff), Next::Spans);
+        // Not due yet: sleep until the earlier of the two.
+        let until = backoff[METRICS].until.unwrap();
+        assert_eq!(
+            next_work(&q, now, later, 10, &backoff),
+            Next::Wait(Some(until))
+        );
+        // Metrics first once both may go.
+        assert_eq!(next_work(&q, until, later, 5, &backoff), Next::Metrics);
+        // Spans back off without holding metrics.
+        let mut backoff = [Backoff::new(); 2];
+        backoff[TRACES].failed(now, None);
+        assert_eq!(next_work(&q, now, now, 5, &backoff), Next::Metrics);
+        assert_eq!(
+            next_work(&queue(5, false), now, now, 5, &backoff),
+            Next::Wait(backoff[TRACES].until)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_honours_the_receivers_delay_within_bounds() {
+        let now = Instant::now();
+        let mut b = Backoff::new();
+        b.failed(now, None);
+        assert_eq!(b.until, Some(now + BACKOFF_START));
+        b.failed(now, None);
+        assert_eq!(b.until, Some(now + BACKOFF_START * 2));
+        b.failed(now, Some(Duration::from_secs(3)));
+        assert_eq!(b.until, Some(now + Duration::from_secs(3)));
+        b.failed(now, Some(Duration::from_secs(3600)));
+        assert_eq!(b.until, Some(now + BACKOFF_MAX));
+        b.failed(now, Some(Duration::ZERO));
+        assert_eq!(
+            b.until,
+            Some(now + Duration::from_secs(4)),
+            "never sooner than the backoff"
+        );
+    }
+
+    #[test]
+    fn shutdown_ends_when_nothing_can_be_sent_before_the_deadline() {
+        let now = Instant::now();
+        let mut q = queue(3, true);
+        q.shutdown = Some(now + Duration::from_secs(1));
+        let mut backoff = [Backoff::new(); 2];
+        // Spans are due at once at shutdown, whatever their delay.
+        assert_eq!(
+            next_work(&q, now, now + Duration::from_secs(9), 10, &backoff),
+            Next::Metrics
+        );
+        backoff[METRICS].until = Some(now + Duration::from_millis(300));
+        assert_eq!(next_work(&q, now, now, 10, &backoff), Next::Spans);
+        backoff[TRACES].until = Some(now + Duration::from_millis(200));
+        // Both retries are before the deadline: wait for them, never retry sooner.
+        assert_eq!(
+            next_work(&q, now, now, 10, &backoff),
+            Next::Wait(backoff[TRACES].until)
+        );
+        // Neither is: stop now.
+        backoff[METRICS].until = Some(now + Duration::from_secs(5));
+        backoff[TRACES].until = Some(now + Duration::from_secs(5));
+        assert_eq!(next_work(&q, now, now, 10, &backoff), Next::Finish);
+        // The deadline ends it whatever is due.
+        assert_eq!(
+            next_work(
+                &q,
+                now + Duration::from_secs(1),
+                now,
+                10,
+                &[Backoff::new(); 2]
+            ),
+            Next::Finish
+        );
+    }
+
+    fn draft(pid: u32) -> SpanDraft {
+        let trace = ProcessTrace {
+            trace_id: opentelemetry::trace::TraceId::from(1_u128),
+            root_span_id: opentelemetry::trace::SpanId::from(u64::from(pid) + 1),
+            parent: None,
+        };
+        SpanDraft::process(
+            ProcessInfo {
+                pid,
+                ppid: 1,
+                executable: "x".into(),
+                start_ns: 1,
+                end_ns: 2,
+                parent_process: None,
+            },
+            &trace,
+        )
+    }
+
+    fn limits(span_delay: Duration) -> QueueLimits {
+        QueueLimits {
+            max_spans: 100,
+            max_batch: 10,
+            span_delay,
+            max_points: 100,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Spans pushed to an idle worker go after the batch delay, not when something else
+    /// happens to wake it.
+    #[test]
+    fn an_idle_worker_sends_spans_after_the_batch_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otlp.jsonl");
+        let mut e = Exporters::build(None, Some(&path), limits(Duration::from_millis(20))).unwrap();
+        e.start(&Resource::builder_empty().build());
+        // Let the worker go to sleep on its empty queue.
+        std::thread::sleep(Duration::from_millis(100));
+        e.push_spans(&mut vec![draft(1)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the span waited for a wake-up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        e.shutdown(Instant::now() + Duration::from_secs(1));
+        assert_eq!(e.stats()[0].1.traces.snapshot().exported, 1);
+    }
+
+    /// An OTLP/HTTP receiver answering `/v1/traces` with `answer(n)` for its n-th request; it
+    /// returns when each request came and the spans it carried.
+    fn http_receiver(
+        answer: impl Fn(usize) -> tiny_http::ResponseBox + Send + 'static,
+    ) -> (u16, std::sync::mpsc::Receiver<(Instant, usize)>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for n in 0.. {
+                let Ok(mut req) = server.recv() else { return };
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(req.as_reader(), &mut body).unwrap();
+                let spans = ExportTraceServiceRequest::decode(body.as_slice())
+                    .map_or(0, |r| r.resource_spans[0].scope_spans[0].spans.len());
+                if tx.send((Instant::now(), spans)).is_err() {
+                    return;
+                }
+                let _ = req.respond(answer(n));
+            }
+        });
+        (port, rx)
+    }
+
+    fn http_exporters(port: u16) -> Exporters {
+        let sig = |path: &str| OtlpSignal {
+            protocol: Protocol::HttpProtobuf,
+            endpoint: format!("http://127.0.0.1:{port}{path}"),
+            headers: vec![],
+            timeout: Duration::from_secs(1),
+            tls: Default::default(),
+        };
+        let mut e = Exporters::build(
+            Some((&sig("/v1/traces"), &sig("/v1/metrics"))),
+            None,
+            limits(Duration::from_millis(10)),
+        )
+        .unwrap();
+        e.start(&Resource::builder_empty().build());
+        e
+    }
+
+    fn status(code: u16) -> tiny_http::ResponseBox {
+        tiny_http::Response::empty(code).boxed()
+    }
+
+    /// A retryable status is retried after a backoff, also during the exit-time delivery (which
+    /// once retried in a tight loop), and the spans are counted as dropped at the deadline.
+    #[test]
+    fn retryable_failures_back_off_until_the_deadline() {
+        let (port, requests) = http_receiver(|_| status(503));
+        let mut e = http_exporters(port);
+        e.push_spans(&mut (0..3).map(draft).collect());
+        let first = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        e.shutdown(started + Duration::from_millis(1200));
+        let elapsed = started.elapsed();
+        let times: Vec<Instant> = std::iter::once(first.0)
+            .chain(requests.try_iter().map(|r| r.0))
+            .collect();
+        // 250 ms, then 500 ms: two retries fit in the window, the third (1 s later) would not.
+        assert!((2..=3).contains(&times.len()), "{} requests", times.len());
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(240),
+                "{:?}",
+                w[1] - w[0]
+            );
+        }
+        assert!(
+            elapsed < Duration::from_millis(1200),
+            "no retry was due: {elapsed:?}"
+        );
+        let t = e.stats()[0].1.traces.snapshot();
+        assert_eq!((t.exported, t.dropped, t.rejected), (0, 3, 0), "{t:?}");
+        assert_eq!(t.failures, times.len() as u64);
+    }
+
+    /// A status the specification says must not be retried (500 is one) drops the request's
+    /// spans at once, counted; the next batch still goes.
+    #[test]
+    fn refused_requests_are_dropped_not_retried() {
+        let (port, requests) = http_receiver(|n| status(if n == 0 { 500 } else { 400 }));
+        let mut e = http_exporters(port);
+        e.push_spans(&mut (0..3).map(draft).collect());
+        assert_eq!(requests.recv_timeout(Duration::from_secs(5)).unwrap().1, 3);
+        e.push_spans(&mut (3..5).map(draft).collect());
+        assert_eq!(requests.recv_timeout(Duration::from_secs(5)).unwrap().1, 2);
+        let started = Instant::now();
+        e.shutdown(started + Duration::from_secs(3));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(requests.try_iter().count(), 0, "retried");
+        let t = e.stats()[0].1.traces.snapshot();
+        assert_eq!((t.exported, t.dropped, t.failures), (0, 5, 2), "{t:?}");
+    }
+
+    /// A partial success counts the rejected spans, never more than the request carried;
+    /// exported + rejected is what was sent.
+    #[test]
+    fn partial_success_counts_at_most_the_requests_spans() {
+        let (port, requests) = http_receiver(|n| {
+            let partial = ExportTraceServiceResponse {
+                partial_success: Some(ExportTracePartialSuccess {
+                    rejected_spans: if n == 0 { i64::MAX } else { 1 },
+                    error_message: "too old".into(),
+                }),
+            };
+            tiny_http::Response::from_data(partial.encode_to_vec()).boxed()
+        });
+        let mut e = http_exporters(port);
+        e.push_spans(&mut (0..3).map(draft).collect());
+        requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        e.push_spans(&mut (3..5).map(draft).collect());
+        requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        e.shutdown(Instant::now() + Duration::from_secs(3));
+        let t = e.stats()[0].1.traces.snapshot();
+        assert_eq!(
+            (t.exported, t.rejected, t.dropped, t.failures),
+            (1, 4, 0, 0),
+            "{t:?}"
+        );
     }
 }

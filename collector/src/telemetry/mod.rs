@@ -4,12 +4,14 @@
 //! `config` validates the settings, `resource` says who the data is about, `spans` and
 //! `flows` turn tracker records into OpenTelemetry data (pure functions), `metrics` owns the
 //! SDK instruments, `pipeline` keeps the cursors between reads, `export` delivers in the
-//! background (spans through `otlp_traces`). Every name on the wire is in `schema`.
+//! background (trace requests from `otlp_traces`, sent with `otlp_client`). Every name on the
+//! wire is in `schema`.
 
 pub mod config;
 pub mod export;
 pub mod flows;
 pub mod metrics;
+pub mod otlp_client;
 pub mod otlp_json;
 pub mod otlp_traces;
 pub mod pipeline;

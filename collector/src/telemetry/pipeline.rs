@@ -133,15 +133,6 @@ impl Pipeline {
             (Some(t), Some(m)) => Some((t, m)),
             _ => None,
         };
-        let temporality = match config.temporality {
-            super::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
-            super::config::Temporality::Cumulative => {
-                opentelemetry_sdk::metrics::Temporality::Cumulative
-            }
-            super::config::Temporality::LowMemory => {
-                opentelemetry_sdk::metrics::Temporality::LowMemory
-            }
-        };
         let timeout = config
             .traces
             .iter()
@@ -152,7 +143,6 @@ impl Pipeline {
         Exporters::build(
             otlp,
             config.otlp_json.as_deref(),
-            temporality,
             QueueLimits {
                 max_spans: config.batching.max_queue_spans,
                 max_batch: config.batching.max_batch_spans,
