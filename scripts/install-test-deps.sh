@@ -2,7 +2,7 @@
 # Install what the end-to-end tests need on a fresh Debian 12 machine (run as root).
 # Idempotent: on a machine that already has everything it changes nothing and takes ~1 s.
 #   apt: dnsmasq-base iproute2 curl openssl gcc chromium (+ openjdk-17-jdk-headless, nodejs if missing)
-#   pip: pytest
+#   pip: pytest, grpcio
 #   cargo: cargo-fuzz (when the nightly toolchain is installed), cargo-deny
 #   Lambda runtime clients: awslambdaric (pip), aws-lambda-ric (npm, native build into the cache)
 set -euo pipefail
@@ -50,6 +50,10 @@ done
 
 if ! python3 -c 'import pytest' >/dev/null 2>&1; then
     quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore pytest
+fi
+# grpcio: the OTLP/gRPC receiver that misbehaves on purpose (tests/e2e/support/bad_otlp.py).
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+    quiet python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore grpcio
 fi
 
 # cargo-deny for the supply-chain check of scripts/test.sh (deny.toml); about two minutes to build.
