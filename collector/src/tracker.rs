@@ -316,6 +316,12 @@ const MAX_PLAUSIBLE_BYTES: u64 = 1 << 56;
 /// One call moves at most this many bytes of datagrams.
 const MAX_DATAGRAM_BYTES: u64 = u32::MAX as u64;
 
+/// A call that started at `start_ns` (Unix ns) and took `duration_ns` would end after the last
+/// nanosecond a `u64` holds (the year 2554): the event is garbage.
+fn ends_past_clock(start_ns: u64, duration_ns: u64) -> bool {
+    start_ns.checked_add(duration_ns).is_none()
+}
+
 fn endpoint(a: &Addr) -> Option<Endpoint> {
     let ip = match a.family {
         family::IPV4 => IpAddr::V4(Ipv4Addr::new(
@@ -439,6 +445,9 @@ impl Tracker {
     }
 
     fn on_dns(&mut self, e: &DnsEvent) -> bool {
+        if ends_past_clock(e.header.time_ns, e.duration_ns) {
+            return false;
+        }
         let name = text(e.name_bytes())
             .trim_end_matches('.')
             .to_ascii_lowercase();
@@ -502,6 +511,9 @@ impl Tracker {
     fn on_connect(&mut self, k: u16, e: &ConnectEvent) -> bool {
         if e.socket == u32::MAX {
             return true; // an untracked socket: nothing to attach it to
+        }
+        if ends_past_clock(e.header.time_ns, e.duration_ns) {
+            return false;
         }
         let attempt = Attempt {
             epoch: e.header.epoch,
@@ -919,6 +931,42 @@ mod tests {
         assert!(t.sockets.is_empty());
         assert_eq!(t.health(&r).records_rejected, 1);
         assert_eq!(s.state.load(Ordering::Relaxed), socket_state::FREE);
+    }
+
+    /// A call that would end after the last representable nanosecond never happened.
+    #[test]
+    fn events_ending_past_the_clocks_range_are_rejected() {
+        let r = region();
+        let ring = r.ring(0).unwrap();
+        ring.control
+            .state
+            .store(ring_state::OWNED, Ordering::Relaxed);
+        let mut dns = DnsEvent::empty(dns_source::GETADDRINFO);
+        dns.header = EventHeader::new(kind::DNS, DnsEvent::SLOTS, 42, 42, u64::MAX - 5);
+        dns.duration_ns = 10;
+        dns.set_name(b"example.com");
+        assert!(ring.push(dns.as_bytes(), DnsEvent::SLOTS));
+        let connect = ConnectEvent {
+            header: EventHeader::new(kind::CONNECT, 1, 42, 42, u64::MAX),
+            socket: 2,
+            socket_generation: 5,
+            fd: 3,
+            errno: 0,
+            duration_ns: 1,
+            remote: Addr::from_ipv4([10, 0, 0, 9], 443),
+            local: Addr::NONE,
+            transport: transport::TCP,
+            _pad: [0; 7],
+        };
+        assert!(ring.push(connect.as_bytes(), 1));
+        // At the edge, but representable: kept.
+        dns.header.time_ns = u64::MAX - 10;
+        assert!(ring.push(dns.as_bytes(), DnsEvent::SLOTS));
+        let mut t = Tracker::new();
+        t.finish(&r);
+        assert_eq!(t.health(&r).records_rejected, 2);
+        assert_eq!(t.lookups.len(), 1);
+        assert!(t.orphan_attempts.is_empty());
     }
 
     #[test]
