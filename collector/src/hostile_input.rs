@@ -3,8 +3,9 @@
 //! The shared-memory region is written by every monitored process; here it is filled with
 //! random and mutated content (through the same atomics and ring protocol a process uses), and
 //! everything downstream of the tracker — the summary, its text and JSON, the Lambda report,
-//! the flow log — must cope. Debug builds check integer overflow, so a sum of hostile counters
-//! that is not saturating fails here.
+//! the flow log, the export pipeline (spans, cumulative metrics, OTLP JSON) — must cope. Debug
+//! builds check integer overflow, so a sum of hostile counters that is not saturating fails
+//! here; exported cumulative sums must never go back (a wrapped one would).
 //!
 //! Seeds are fixed (reproducible); `NETMON_PROPTEST_ROUNDS` scales the number of cases.
 
@@ -93,6 +94,15 @@ fn addr(rng: &mut Rng) -> Addr {
     }
 }
 
+/// A Lambda invocation epoch: small, or about to wrap.
+fn wild_epoch(rng: &mut Rng) -> u32 {
+    if rng.chance(5) {
+        u32::MAX - rng.below(2) as u32
+    } else {
+        rng.below(4) as u32
+    }
+}
+
 fn header(rng: &mut Rng, kind: u16, slots: usize) -> EventHeader {
     let mut h = EventHeader::new(
         kind,
@@ -101,7 +111,7 @@ fn header(rng: &mut Rng, kind: u16, slots: usize) -> EventHeader {
         rng.wild_u32(),
         rng.wild_u64(),
     );
-    h.epoch = rng.below(4) as u32;
+    h.epoch = wild_epoch(rng);
     h.flags = rng.next() as u8;
     h
 }
@@ -309,8 +319,8 @@ pub fn scribble(r: &Region, rng: &mut Rng) {
         ] {
             c.store(rng.wild_u32(), Relaxed);
         }
-        s.epoch.store(rng.below(5) as u32, Relaxed);
-        s.open_epoch.store(rng.below(5) as u32, Relaxed);
+        s.epoch.store(wild_epoch(rng), Relaxed);
+        s.open_epoch.store(wild_epoch(rng), Relaxed);
         if big {
             s.remote.store(&Addr::from_ipv4([10, 0, 0, i as u8], 443));
             for c in [&s.bytes_sent, &s.bytes_received, &s.sends, &s.receives] {
@@ -346,7 +356,7 @@ fn consume_everything(t: &Tracker, r: &Region, flow_log: &mut FlowLog) {
     );
     let _ = summary::render_text(&s);
     serde_json::to_string(&s).unwrap();
-    for epoch in 0..4 {
+    for epoch in [0, 1, 2, 3, u32::MAX] {
         let rep = invocation::report(t, epoch, Some("r"));
         let _ = rep.log_line();
         let _ = rep.emf("f", 1);
@@ -426,6 +436,250 @@ fn a_scribbling_process_cannot_hide_sockets_by_lowering_the_high_water_mark() {
     t.finish(&r);
     let rec = t.sockets.values().next().unwrap();
     assert_eq!((rec.bytes_sent, rec.close_ns.is_some()), (1234, true));
+}
+
+// ------------------------------------------------------------------ the export pipeline
+
+use crate::telemetry::export::{Exporters, QueueLimits};
+use crate::telemetry::{Pipeline, PipelineOptions};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A pipeline with cumulative metrics and a tiny cardinality limit (every flow beyond it
+/// folds into one overflow data point, whose sums add up the most), exporting every collect
+/// into an OTLP JSON file.
+fn export_pipeline(path: &std::path::Path, rng: &mut Rng) -> Pipeline {
+    let exporters = Exporters::build(
+        None,
+        Some(path),
+        QueueLimits {
+            max_spans: 1 << 16,
+            max_batch: 512,
+            span_delay: Duration::from_millis(1),
+            max_points: 1 << 20,
+            request_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    Pipeline::start(
+        exporters,
+        opentelemetry_sdk::Resource::builder_empty().build(),
+        export_config::Temporality::Cumulative,
+        PipelineOptions {
+            metric_interval: Duration::ZERO,
+            ephemeral_ports: rng.chance(50),
+            cardinality_limit: 3,
+            traceparent: None,
+        },
+    )
+}
+
+/// The cumulative sums and histograms of an OTLP JSON file never go back and never leave the
+/// range OTLP carries: a sum that wrapped or saturated past `i64::MAX` (exported as 0 or
+/// negative) would. Returns the last (sum, count) of each series, by "name attributes".
+fn assert_cumulative_metrics_only_grow(path: &std::path::Path) -> HashMap<String, (f64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut last: HashMap<String, (f64, u64)> = HashMap::new();
+    for line in text.lines().filter(|l| l.contains("resourceMetrics")) {
+        let req: ExportMetricsServiceRequest = serde_json::from_str(line).unwrap();
+        for m in req
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+        {
+            let points: Vec<(String, f64, u64)> = match &m.data {
+                Some(metric::Data::Sum(sum))
+                    if sum.is_monotonic
+                        && sum.aggregation_temporality
+                            == AggregationTemporality::Cumulative as i32 =>
+                {
+                    sum.data_points
+                        .iter()
+                        .map(|p| {
+                            let v = match p.value {
+                                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                                Some(number_data_point::Value::AsDouble(d)) => d,
+                                None => 0.0,
+                            };
+                            (serde_json::to_string(&p.attributes).unwrap(), v, 0)
+                        })
+                        .collect()
+                }
+                Some(metric::Data::Histogram(h)) => h
+                    .data_points
+                    .iter()
+                    .map(|p| {
+                        let key = serde_json::to_string(&p.attributes).unwrap();
+                        (key, p.sum.unwrap_or(0.0), p.count)
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            for (attrs, value, count) in points {
+                assert!(value.is_finite() && value >= 0.0, "{}: {value}", m.name);
+                let key = format!("{} {attrs}", m.name);
+                if let Some((before, before_count)) = last.insert(key, (value, count)) {
+                    assert!(
+                        value >= before && count >= before_count,
+                        "{} {attrs} went back: {before} -> {value}",
+                        m.name
+                    );
+                }
+            }
+        }
+    }
+    last
+}
+
+#[test]
+fn hostile_region_contents_flow_through_the_export_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Region::create(
+        Geometry {
+            rings: 4,
+            ring_capacity: 16,
+            sockets: 512,
+        },
+        1,
+    )
+    .unwrap();
+    let mut rng = Rng::new(11);
+    for round in 0..rounds(40) {
+        let path = dir.path().join(format!("otlp-{round}.jsonl"));
+        let mut p = export_pipeline(&path, &mut rng);
+        let mut t = Tracker::new();
+        for _ in 0..rng.below(5) + 2 {
+            scribble(&r, &mut rng);
+            t.poll(&r);
+            if rng.chance(30) {
+                let epoch = [0, 1, u32::MAX, rng.wild_u32()][rng.below(4) as usize];
+                p.begin_invocation(epoch, Some("r"), None, rng.chance(50), rng.wild_u64());
+            }
+            // Lambda: an invocation's bytes, sums of hostile counters (saturated).
+            p.record_invocation(rng.wild_u64(), rng.wild_u64());
+            p.collect(&t, t.health(&r));
+            if rng.chance(30) {
+                p.end_invocation(rng.wild_u32(), rng.wild_u64());
+            }
+        }
+        t.finish(&r);
+        let health = t.health(&r);
+        let report = p.shutdown(&t, health, Instant::now() + Duration::from_secs(5));
+        let e = &report[0];
+        assert_eq!(e.spans_dropped + e.metric_points_dropped, 0, "{e:?}");
+        assert_cumulative_metrics_only_grow(&path);
+    }
+}
+
+/// The largest values a hostile process can leave in a slot, many times over: every sum
+/// saturates, nothing panics (debug builds check overflow), exported totals stay in range.
+#[test]
+fn counters_at_their_limits_saturate_in_every_consumer() {
+    use crate::tracker::{Attempt, DnsLookup, DnsSource, Endpoint, Outcome, SocketRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otlp.jsonl");
+    let mut rng = Rng::new(1);
+    let mut p = export_pipeline(&path, &mut rng);
+    let mut t = Tracker::new();
+    let mut key = 0;
+    for step in 0..6u64 {
+        for i in 0..64u32 {
+            key += 1;
+            let mut s = SocketRecord::new(i % 3 + 1, crate::tracker::Transport::Tcp, false, 0);
+            s.remote = Some(Endpoint {
+                ip: std::net::IpAddr::from([10, 0, (i % 4) as u8, step as u8]),
+                port: 443,
+            });
+            s.outcome = Outcome::Connected;
+            (s.bytes_sent, s.bytes_received) = (u64::MAX, u64::MAX - 1);
+            (s.sends, s.receives) = (u64::MAX, u64::MAX);
+            s.close_ns = Some(u64::MAX);
+            (s.rtt_us, s.rtt_var_us, s.retransmits) =
+                (Some(u32::MAX), Some(u32::MAX), Some(u32::MAX));
+            (s.segs_out, s.segs_in) = (u32::MAX, u32::MAX);
+            s.attempts.push(Attempt {
+                epoch: u32::MAX,
+                start_ns: u64::MAX - 1,
+                duration_ns: u64::MAX,
+                errno: 0,
+            });
+            s.epoch_bytes.insert(u32::MAX, (u64::MAX, u64::MAX));
+            t.sockets.insert((key, 1), s);
+            t.socket_order.push((key, 1));
+        }
+        t.lookups.push(DnsLookup {
+            pid: 1,
+            tid: 1,
+            epoch: u32::MAX,
+            name: "x.example".into(),
+            source: DnsSource::Getaddrinfo,
+            start_ns: u64::MAX,
+            duration_ns: u64::MAX,
+            answers: vec![],
+            rcode: 0,
+            error: None,
+        });
+        p.record_invocation(u64::MAX, u64::MAX);
+        let health = crate::tracker::Health {
+            events_dropped: [u64::MAX, 0][step as usize % 2],
+            records_rejected: u64::MAX,
+            sockets_untracked: [u64::MAX, 1][step as usize % 2],
+        };
+        p.collect(&t, health);
+    }
+    let report = p.shutdown(
+        &t,
+        crate::tracker::Health::default(),
+        Instant::now() + Duration::from_secs(5),
+    );
+    assert_eq!(report[0].spans_dropped + report[0].metric_points_dropped, 0);
+    let last = assert_cumulative_metrics_only_grow(&path);
+    // Byte sums saturate: together they are what OTLP carries at most, none wrapped (to 0 or
+    // below, checked above). Retransmits (u32 per socket) are far from it: exact.
+    let total = |name: &str| -> f64 {
+        last.iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name} ")))
+            .map(|(_, v)| v.0)
+            .sum()
+    };
+    for name in ["netflow.bytes_written", "netflow.bytes_read"] {
+        assert_eq!(total(name), i64::MAX as f64, "{name}");
+    }
+    assert_eq!(
+        total("netflow.retransmits"),
+        (6 * 64 * u64::from(u32::MAX)) as f64
+    );
+    let net_io: Vec<_> = last
+        .iter()
+        .filter(|(k, _)| k.starts_with("faas.net_io "))
+        .collect();
+    assert_eq!(net_io.len(), 2, "{net_io:?}");
+    assert!(
+        net_io.iter().all(|(_, (_, count))| *count == 6),
+        "{net_io:?}"
+    );
+    assert_eq!(total("faas.net_io"), i64::MAX as f64);
+    let s = summary::build(
+        &t,
+        crate::tracker::Health {
+            events_dropped: u64::MAX,
+            records_rejected: u64::MAX,
+            sockets_untracked: u64::MAX,
+        },
+        RunInfo {
+            command: vec!["x".into()],
+            pid: 1,
+            exit_code: 0,
+            duration_ms: 1.0,
+        },
+    );
+    assert_eq!(s.totals.bytes_sent, u64::MAX);
+    let _ = summary::render_text(&s);
+    let rep = invocation::report(&t, u32::MAX, Some("r"));
+    assert_eq!(rep.tx_bytes, u64::MAX);
 }
 
 // ------------------------------------------------------------------ Lambda APIs and settings

@@ -187,7 +187,8 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
             acc.rtt_n += 1;
         }
         if let Some(r) = s.retransmits {
-            *acc.retransmits.get_or_insert(0) += r as u64;
+            let total = acc.retransmits.get_or_insert(0);
+            *total = total.saturating_add(u64::from(r));
         }
         if s.inherited {
             continue; // the parent counted this connection
@@ -558,14 +559,14 @@ pub fn render_text(s: &RunSummary) -> String {
             "  export {}: {} spans, {} metric points",
             e.exporter, e.spans_exported, e.metric_points_exported
         );
-        let lost =
-            e.spans_dropped + e.spans_rejected + e.metric_points_dropped + e.metric_points_rejected;
-        if lost > 0 {
+        let spans_lost = e.spans_dropped.saturating_add(e.spans_rejected);
+        let points_lost = e
+            .metric_points_dropped
+            .saturating_add(e.metric_points_rejected);
+        if spans_lost > 0 || points_lost > 0 {
             let _ = write!(
                 out,
-                ", not delivered: {} spans, {} metric points",
-                e.spans_dropped + e.spans_rejected,
-                e.metric_points_dropped + e.metric_points_rejected
+                ", not delivered: {spans_lost} spans, {points_lost} metric points"
             );
         }
         if e.failed_requests > 0 {

@@ -112,8 +112,11 @@ pub fn interface_bytes(proc_net_dev: &[u8]) -> Option<(u64, u64)> {
             n != "lo"
         }
     });
-    Some(chosen.fold((0, 0), |(rx, tx), i| {
-        (rx + i.counters.rx_bytes, tx + i.counters.tx_bytes)
+    Some(chosen.fold((0u64, 0u64), |(rx, tx), i| {
+        (
+            rx.saturating_add(i.counters.rx_bytes),
+            tx.saturating_add(i.counters.tx_bytes),
+        )
     }))
 }
 

@@ -18,6 +18,7 @@ use opentelemetry_sdk::metrics::{
     Instrument, InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Stream,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -51,6 +52,51 @@ fn sdk_temporality(t: Temporality) -> opentelemetry_sdk::metrics::Temporality {
     }
 }
 
+/// The most an integer sum can carry over OTLP: `as_int` is an `i64` (the SDK exports a
+/// larger `u64` as 0).
+const SUM_LIMIT: u64 = i64::MAX as u64;
+
+/// A run-wide budget for what one instrument is given: its sums — in every series, over the
+/// whole run (cumulative temporality) — then stay within [`SUM_LIMIT`], saturated, where the
+/// SDK would wrap (or panic, in a debug build). The values come from the region, any
+/// monitored process's to write; honest data never comes near (8 EiB).
+#[derive(Debug, Default)]
+struct Budget(AtomicU64);
+
+impl Budget {
+    /// How much of `value` may be recorded: all of it, or what is left.
+    fn take(&self, value: u64) -> u64 {
+        let mut granted = 0;
+        // The closure always returns `Some`: the update cannot fail.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                granted = value.min(SUM_LIMIT - used);
+                Some(used + granted)
+            });
+        granted
+    }
+}
+
+/// A counter of values from the region, within a [`Budget`].
+struct RegionCounter {
+    counter: Counter<u64>,
+    budget: Budget,
+}
+
+impl RegionCounter {
+    fn new(m: &Meter, n: MetricName) -> RegionCounter {
+        RegionCounter {
+            counter: counter(m, n),
+            budget: Budget::default(),
+        }
+    }
+
+    fn add(&self, value: u64, attrs: &[KeyValue]) {
+        self.counter.add(self.budget.take(value), attrs);
+    }
+}
+
 /// Export-side health counts to publish: per (exporter, signal).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExportHealth {
@@ -63,21 +109,23 @@ pub struct ExportHealth {
 pub struct Metrics {
     provider: SdkMeterProvider,
     reader: SharedReader,
-    bytes_written: Counter<u64>,
-    bytes_read: Counter<u64>,
+    bytes_written: RegionCounter,
+    bytes_read: RegionCounter,
     established: Counter<u64>,
     closed: Counter<u64>,
     failed: Counter<u64>,
-    retransmits: Counter<u64>,
+    retransmits: RegionCounter,
     rtt: Gauge<f64>,
     rtt_var: Gauge<f64>,
     dns_count: Counter<u64>,
     dns_latency: Histogram<f64>,
     dns_latency_max: Gauge<f64>,
     net_io: Histogram<u64>,
-    events_dropped: Counter<u64>,
-    records_rejected: Counter<u64>,
-    sockets_untracked: Counter<u64>,
+    /// Of `net_io`'s sum (per-invocation bytes: sums of region counters).
+    net_io_budget: Budget,
+    events_dropped: RegionCounter,
+    records_rejected: RegionCounter,
+    sockets_untracked: RegionCounter,
     export_failures: Counter<u64>,
     export_dropped: Counter<u64>,
     export_rejected: Counter<u64>,
@@ -117,12 +165,12 @@ impl Metrics {
             .build();
         let m = provider.meter_with_scope(scope());
         Metrics {
-            bytes_written: counter(&m, schema::NETFLOW_BYTES_WRITTEN),
-            bytes_read: counter(&m, schema::NETFLOW_BYTES_READ),
+            bytes_written: RegionCounter::new(&m, schema::NETFLOW_BYTES_WRITTEN),
+            bytes_read: RegionCounter::new(&m, schema::NETFLOW_BYTES_READ),
             established: counter(&m, schema::NETFLOW_TCP_ESTABLISHED),
             closed: counter(&m, schema::NETFLOW_TCP_CLOSED),
             failed: counter(&m, schema::NETFLOW_TCP_FAILED),
-            retransmits: counter(&m, schema::NETFLOW_RETRANSMITS),
+            retransmits: RegionCounter::new(&m, schema::NETFLOW_RETRANSMITS),
             rtt: gauge(&m, schema::NETFLOW_RTT),
             rtt_var: gauge(&m, schema::NETFLOW_RTT_VAR),
             dns_count: counter(&m, schema::DNSFLOW_COUNT),
@@ -139,9 +187,10 @@ impl Metrics {
                 .with_description(schema::FAAS_NET_IO.description)
                 .with_boundaries(schema::FAAS_NET_IO_BUCKETS.to_vec())
                 .build(),
-            events_dropped: counter(&m, schema::NETMON_EVENTS_DROPPED),
-            records_rejected: counter(&m, schema::NETMON_RECORDS_REJECTED),
-            sockets_untracked: counter(&m, schema::NETMON_SOCKETS_UNTRACKED),
+            net_io_budget: Budget::default(),
+            events_dropped: RegionCounter::new(&m, schema::NETMON_EVENTS_DROPPED),
+            records_rejected: RegionCounter::new(&m, schema::NETMON_RECORDS_REJECTED),
+            sockets_untracked: RegionCounter::new(&m, schema::NETMON_SOCKETS_UNTRACKED),
             export_failures: counter(&m, schema::NETMON_EXPORT_FAILURES),
             export_dropped: counter(&m, schema::NETMON_EXPORT_DROPPED),
             export_rejected: counter(&m, schema::NETMON_EXPORT_REJECTED),
@@ -233,7 +282,7 @@ impl Metrics {
     pub fn record_invocation(&self, sent: u64, received: u64) {
         for (direction, bytes) in [("transmit", sent), ("receive", received)] {
             self.net_io.record(
-                bytes,
+                self.net_io_budget.take(bytes),
                 &[KeyValue::new(schema::NETWORK_IO_DIRECTION, direction)],
             );
         }
@@ -447,5 +496,14 @@ mod tests {
         for d in schema::ALL_METRICS {
             assert!(seen.contains(d.name), "{} was not exercised", d.name);
         }
+    }
+
+    #[test]
+    fn a_budget_gives_what_is_left_of_what_otlp_carries() {
+        let b = Budget::default();
+        assert_eq!(b.take(5), 5);
+        assert_eq!(b.take(u64::MAX), SUM_LIMIT - 5);
+        assert_eq!(b.take(1), 0);
+        assert_eq!(b.take(0), 0);
     }
 }

@@ -468,8 +468,10 @@ impl Pipeline {
             return;
         }
         let acc = self.agg.flow(k);
-        acc.bytes_written += sent;
-        acc.bytes_read += received;
+        // Saturating here and below: each counter from the region is bounded by the tracker,
+        // their sum over a flow's sockets (or every flow past the cardinality limit) is not.
+        acc.bytes_written = acc.bytes_written.saturating_add(sent);
+        acc.bytes_read = acc.bytes_read.saturating_add(received);
         c.bytes_sent = s.bytes_sent.max(c.bytes_sent);
         c.bytes_received = s.bytes_received.max(c.bytes_received);
         if established {
@@ -482,7 +484,7 @@ impl Pipeline {
                 acc.closed += 1;
             }
             if let Some(r) = s.retransmits {
-                acc.retransmits += u64::from(r);
+                acc.retransmits = acc.retransmits.saturating_add(u64::from(r));
             }
             if let (Some(rtt), Some(var)) = (s.rtt_us, s.rtt_var_us) {
                 acc.rtt_sum += f64::from(rtt);
@@ -514,8 +516,8 @@ impl Pipeline {
                 overflow: false,
             };
             let acc = self.agg.flow(k);
-            acc.bytes_written += sent;
-            acc.bytes_read += received;
+            acc.bytes_written = acc.bytes_written.saturating_add(sent);
+            acc.bytes_read = acc.bytes_read.saturating_add(received);
         }
     }
 
@@ -525,13 +527,19 @@ impl Pipeline {
         self.metrics
             .publish(&mut self.agg, &self.names, &self.process_names);
         self.metrics.publish_kernel(&self.kernel.deltas());
+        // Only a new high is news: the region's loss counters are any monitored process's to
+        // write, and one lowered and raised again must not be counted twice.
         let (h, p) = (self.health_now, self.health_published);
         self.metrics.publish_region_health(
             h.events_dropped.saturating_sub(p.events_dropped),
             h.records_rejected.saturating_sub(p.records_rejected),
             h.sockets_untracked.saturating_sub(p.sockets_untracked),
         );
-        self.health_published = h;
+        self.health_published = Health {
+            events_dropped: h.events_dropped.max(p.events_dropped),
+            records_rejected: h.records_rejected.max(p.records_rejected),
+            sockets_untracked: h.sockets_untracked.max(p.sockets_untracked),
+        };
         for (name, stats) in self.exporters.stats() {
             for signal in [Signal::Traces, Signal::Metrics] {
                 let now = match signal {
@@ -546,9 +554,9 @@ impl Pipeline {
                     name,
                     signal.as_str(),
                     &ExportHealth {
-                        failures: now.failures - before.failures,
-                        dropped: now.dropped - before.dropped,
-                        rejected: now.rejected - before.rejected,
+                        failures: now.failures.saturating_sub(before.failures),
+                        dropped: now.dropped.saturating_sub(before.dropped),
+                        rejected: now.rejected.saturating_sub(before.rejected),
                     },
                 );
             }
