@@ -144,8 +144,13 @@ fn main() {
             out.clear();
             diag.dump(t, f, &mut out).unwrap();
         })
-        .line(&format!("  of which the {name} dump"));
+        .line(&format!("  a {name} dump alone"));
     }
+    time(|| {
+        out.clear();
+        diag.dump_tcp_both_families(&mut out).unwrap();
+    })
+    .line("  of which the tcp + tcp6 dump (one walk)");
 
     // The fallback: every table from /proc/net text.
     let mut text = Sampler::new(root);
