@@ -16,6 +16,7 @@ time from start to registered, its peak RSS, and the layer's size.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -72,15 +73,33 @@ def run(cfg: LambdaConfig, n: int, port: int) -> dict:
             m = re.search(r"extension registered in ([\d.]+) ms", ln.text)
             if m:
                 registered = float(m.group(1))
+        init_ms = lam.init_result.duration_ms if lam.init_result else None
         lam.shutdown()
-        return {"post": post, "runtime": runtime, "rss_kib": rss_kib, "registered_ms": registered}
+        return {"post": post, "runtime": runtime, "rss_kib": rss_kib, "registered_ms": registered, "init_ms": init_ms}
     finally:
         lam.close()
+
+
+def cold_starts(cfg: LambdaConfig, n: int) -> list[float]:
+    """Init durations (extensions and runtime started, every one ready) of n fresh environments."""
+    out = []
+    for _ in range(n):
+        lam = LocalLambda(cfg).start()
+        try:
+            if not (lam.init_result and lam.init_result.ok):
+                raise SystemExit(f"init failed: {lam.init_result}")
+            out.append(lam.init_result.duration_ms)
+            lam.shutdown()
+        finally:
+            lam.close()
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--invocations", type=int, default=300)
+    ap.add_argument("--cold-starts", type=int, default=7, help="fresh environments started for the init duration")
+    ap.add_argument("--json", type=Path, help="also write the measures here (bench/suite.py reads them)")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--workspace"], cwd=REPO, check=True, capture_output=True)
     work = Path(tempfile.mkdtemp(prefix="netmon-lambda-bench-"))
@@ -106,6 +125,10 @@ def main() -> int:
             args.invocations,
             server.port,
         )
+        init_plain = cold_starts(LambdaConfig(**base), args.cold_starts)
+        init_netmon = cold_starts(
+            LambdaConfig(**base, opt_dir=opt, env=netmon_env, exec_wrapper=wrapper), args.cold_starts
+        )
     finally:
         rotel.kill()
         server.stop()
@@ -127,9 +150,27 @@ def main() -> int:
           f"{ms(statistics.median(background['runtime']))} | {ms(statistics.median(end['runtime']))} | — |")
     print(f"| extension start → registered | — | {ms(background['registered_ms'] or float('nan'))} | "
           f"{ms(end['registered_ms'] or float('nan'))} | ≤ 10 ms |")
+    ip, im = statistics.median(init_plain), statistics.median(init_netmon)
+    print(f"| init duration (cold start), median of {args.cold_starts} | {ms(ip)} | {ms(im)} | | — |")
     rss = background["rss_kib"]
     print(f"| extension peak RSS | — | {rss / 1024:.1f} MiB | {(end['rss_kib'] or 0) / 1024:.1f} MiB | ≤ 16 MiB |")
     print(f"| layer zip | — | {zip_size / 2**20:.1f} MiB | | ≤ 8 MiB |")
+    if args.json:
+        measures = [
+            ("post-runtime extension duration, median", None, statistics.median(background["post"]), "ms", 1),
+            ("post-runtime extension duration, p99", None, pct(background["post"], 99), "ms", 5),
+            ("post-runtime extension duration, median, flush=end", None, statistics.median(end["post"]), "ms", 1),
+            ("runtime duration (function code), median", statistics.median(plain["runtime"]),
+             statistics.median(background["runtime"]), "ms", None),
+            ("init duration (cold start), median", ip, im, "ms", None),
+            ("extension start → registered", None, background["registered_ms"], "ms", 10),
+            ("extension peak RSS", None, (rss or 0) / 1024, "MiB", 16),
+            ("layer zip", None, zip_size / 2**20, "MiB", 8),
+        ]
+        args.json.write_text(json.dumps([
+            {"measure": m, "without": w, "with": v, "unit": u, "target": t, "better": "lower"}
+            for m, w, v, u, t in measures
+        ]))
     ok = (
         statistics.median(background["post"]) <= 1
         and pct(background["post"], 99) <= 5

@@ -12,6 +12,7 @@ noisy machine): the difference between 2N and N calls, with and without the inte
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -64,7 +65,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=7, help="repetitions of each workload and variant")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run, not for BENCHMARKS.md)")
+    ap.add_argument("--json", type=Path, help="also write the measures here (bench/suite.py reads them)")
     args = ap.parse_args()
+    measures = []
 
     sh("cargo", "build", "--release", "--workspace", cwd=REPO)
     work = Path(tempfile.mkdtemp(prefix="netmon-bench-"))
@@ -93,6 +96,14 @@ def main() -> int:
         per_m = f"{m / n * 1e9:.0f} ns/op" if mode != "bulk" else f"{n / m / 2**30:.2f} GiB/s"
         tgt = f"≤ {target:.2f}×" if target else "—"
         print(f"| {what} | {per} | {per_m} | {ratio:.3f}× {'' if ok else '(over target)'} | {tgt} |")
+        if mode == "bulk":
+            measures.append({"measure": f"{what}, throughput", "without": n / p / 2**30, "with": n / m / 2**30,
+                             "unit": "GiB/s", "target": None, "better": "higher"})
+        else:
+            measures.append({"measure": f"{what}, time per call", "without": p / n * 1e9, "with": m / n * 1e9,
+                             "unit": "ns", "target": None, "better": "lower"})
+        measures.append({"measure": f"{what}, ratio", "without": None, "with": ratio, "unit": "×",
+                         "target": target, "better": "lower"})
 
     n = 20000 if args.quick else 100000
     base1 = callgrind_instructions(binary, n, False, work)
@@ -105,6 +116,10 @@ def main() -> int:
     print(f"\nInstructions per send() call (callgrind, {n} vs {2 * n} calls): "
           f"{per_plain:.0f} without, {per_mon:.0f} with the interceptor: **{extra:.0f} extra** (target ≤ 150).")
     failed |= extra > 150
+    measures.append({"measure": "instructions per send() (callgrind)", "without": per_plain, "with": per_mon,
+                     "unit": "instr", "target": None, "better": "lower"})
+    measures.append({"measure": "extra instructions per send() (callgrind)", "without": None, "with": extra,
+                     "unit": "instr", "target": 150, "better": "lower"})
 
     out = sh("cargo", "bench", "-q", "-p", "netmon-proto", "--bench", "ring", cwd=REPO).stdout
     pushes = re.findall(r"ring push (.+?): ([\d.]+) ns", out)
@@ -114,6 +129,11 @@ def main() -> int:
     print("\nRing write (`cargo bench -p netmon-proto --bench ring`): "
           + ", ".join(f"{w}: {ns:.1f} ns" for w, ns in worst.items()) + " (target ≤ 25 ns).")
     failed |= any(ns > 25 for ns in worst.values())
+    for what, ns in worst.items():
+        measures.append({"measure": f"ring push, {what}", "without": None, "with": ns, "unit": "ns",
+                         "target": 25, "better": "lower"})
+    if args.json:
+        args.json.write_text(json.dumps(measures))
     return 1 if failed else 0
 
 

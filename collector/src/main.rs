@@ -5,6 +5,8 @@ mod cli;
 mod flowlog;
 #[cfg(test)]
 mod hostile_input;
+#[cfg(test)]
+mod ingest_bench;
 mod kernel;
 mod lambda;
 mod names;

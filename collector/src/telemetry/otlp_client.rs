@@ -2,6 +2,12 @@
 //! types) over gRPC (tonic) or HTTP/protobuf (reqwest), one client per signal, and says how a
 //! request failed in the OTLP specification's terms ("Failures"): retryable or not, and how
 //! long the receiver asked to wait.
+//!
+//! Hand-written over tonic and reqwest rather than opentelemetry-otlp's exporters: those return
+//! an opaque error, so the receiver's `Retry-After` and gRPC `RetryInfo` never reach the retry
+//! policy and a refused request cannot be told from a retryable one; and the span path sends
+//! `opentelemetry-proto` messages it reuses from batch to batch, which the SDK exporters do not
+//! take (BENCHMARKS.md, "OpenTelemetry export").
 
 use super::config::{OtlpSignal, Protocol, Signal};
 use super::export::BuildError;
