@@ -1,8 +1,9 @@
 //! Process-wide state: the mapped region, this process's pid, and the fd → socket-slot table.
 //!
 //! The fd table is a fixed array in `.bss` (no allocation ever): entry `fd` is 0 for "not a
-//! tracked socket", `slot + 1` for a socket this process owns, or [`INHERITED`]` | n` for a
-//! socket inherited across `fork` whose identity sits in snapshot `n` until first use.
+//! tracked socket", `slot + 1` for a socket this process owns, [`UNTRACKED`] for a socket that
+//! found no free slot, or [`INHERITED`]` | n` for a socket inherited across `fork` whose
+//! identity sits in snapshot `n` until first use.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -13,6 +14,12 @@ use netmon_proto::region::Region;
 pub const FD_MAX: usize = 1 << 16;
 /// Marks an fd-table entry as an inherited socket snapshot.
 pub const INHERITED: u32 = 1 << 31;
+/// An IP socket that found no free slot when it was created (or first connected): counted once
+/// in `sockets_untracked` and never given a slot later, so a socket's traffic is either all
+/// counted or none of it is, and each socket whose traffic is missing is counted exactly once.
+/// Above every `slot + 1` (slots are fewer than `MAX_SOCKETS`), so it names no slot.
+pub const UNTRACKED: u32 = INHERITED - 1;
+const _: () = assert!(netmon_proto::MAX_SOCKETS < UNTRACKED);
 
 pub static FD_TABLE: [AtomicU32; FD_MAX] = [const { AtomicU32::new(0) }; FD_MAX];
 /// One past the highest fd ever entered in the table (bounds fork and `close_range` scans).

@@ -7,7 +7,7 @@
 use crate::dns;
 use crate::events::emit;
 use crate::real;
-use crate::shared::{self, FD_HIGH, INHERITED, fd_entry, my_pid, note_fd, region};
+use crate::shared::{self, FD_HIGH, INHERITED, UNTRACKED, fd_entry, my_pid, note_fd, region};
 use crate::thread::Guard;
 use core::mem::{size_of, zeroed};
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -180,7 +180,9 @@ fn claim_slot(
 /// Points `fd` at `value` (0 to untrack), releasing whatever it pointed at before.
 fn set_fd(g: &Guard, fd: i32, value: u32) {
     let Some(e) = fd_entry(fd) else {
+        // An untracked socket is already counted in sockets_untracked.
         if value != 0
+            && value != UNTRACKED
             && let Some(r) = region()
         {
             r.header().fds_untracked.fetch_add(1, Relaxed);
@@ -198,6 +200,9 @@ fn set_fd(g: &Guard, fd: i32, value: u32) {
 /// was the last. `fd` must still be open (TCP_INFO is read from it) unless the caller already
 /// lost it.
 fn release(g: &Guard, fd: i32, v: u32, implicit: bool) {
+    if v == UNTRACKED {
+        return;
+    }
     if v & INHERITED != 0 {
         crate::inherit::forget(v & !INHERITED);
         return;
@@ -436,7 +441,7 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32, protocol: i32) {
                 &Addr::NONE,
                 connect_state::NONE,
             )
-            .map_or(0, |(i, _)| i + 1);
+            .map_or(UNTRACKED, |(i, _)| i + 1);
             set_fd(&g, fd, v);
         }
         _ => set_fd(&g, fd, 0),
@@ -504,7 +509,10 @@ pub fn on_connect(
         let err = if rc == 0 { 0 } else { err };
         let (idx, slot) = match owned_slot(fd) {
             Some(s) => s,
+            // Found no slot when it was created: counted then, and stays untracked.
+            None if fd_entry(fd).is_some_and(|e| e.load(Relaxed) == UNTRACKED) => return,
             None => {
+                // A socket we did not see created (a raw system call, inherited across exec).
                 let Some(k) = probe_socket(fd, &remote) else {
                     return;
                 };
@@ -513,7 +521,10 @@ pub fn on_connect(
                         set_fd(&g, fd, i + 1);
                         (i, s)
                     }
-                    None => return,
+                    None => {
+                        set_fd(&g, fd, UNTRACKED);
+                        return;
+                    }
                 }
             }
         };
@@ -606,7 +617,7 @@ pub fn on_accept(listener: i32, fd: i32, addr: *const libc::sockaddr, len: *cons
             &local,
             connect_state::CONNECTED,
         ) else {
-            set_fd(&g, fd, 0);
+            set_fd(&g, fd, UNTRACKED);
             return;
         };
         set_fd(&g, fd, idx + 1);
@@ -709,6 +720,10 @@ pub fn on_dup(old: i32, new: i32) {
         Some((idx, slot)) => {
             slot.fd_refs.fetch_add(1, Relaxed);
             set_fd(&g, new, idx + 1);
+        }
+        // The same untracked socket: counted once already.
+        None if fd_entry(old).is_some_and(|e| e.load(Relaxed) == UNTRACKED) => {
+            set_fd(&g, new, UNTRACKED)
         }
         None => set_fd(&g, new, 0),
     });
@@ -986,7 +1001,7 @@ fn adopt_inherited(fd: i32, snapshot: u32) -> Option<(u32, &'static SocketSlot)>
         return None;
     }
     let s = crate::inherit::take(snapshot)?;
-    let (idx, slot) = keep_errno(|| {
+    let claimed = keep_errno(|| {
         claim_slot(
             fd,
             s.kind,
@@ -995,10 +1010,11 @@ fn adopt_inherited(fd: i32, snapshot: u32) -> Option<(u32, &'static SocketSlot)>
             &s.local,
             s.connect_state,
         )
-    })?;
+    });
     if let Some(e) = fd_entry(fd) {
-        e.store(idx + 1, Relaxed);
+        e.store(claimed.map_or(UNTRACKED, |(idx, _)| idx + 1), Relaxed);
     }
+    let (idx, slot) = claimed?;
     drop(g);
     Some((idx, slot))
 }
@@ -1014,9 +1030,10 @@ pub fn fork_child() {
         if v == 0 {
             continue;
         }
-        if v & INHERITED != 0 {
+        if v & INHERITED != 0 || v == UNTRACKED {
             // Inherited by our parent and never used there: the snapshot table was copied by
-            // fork, so the entry stays valid as is.
+            // fork, so the entry stays valid as is. An untracked socket stays untracked (it was
+            // counted once, in the process that created it).
             continue;
         }
         let snap = region.socket(v - 1).and_then(|slot| {

@@ -225,3 +225,71 @@ def test_posix_spawn_and_exec_chain(invariants, run_netmon):
     assert len(procs) == 2, result.describe()
     first, second = sorted(procs, key=lambda p: p["pid"] != result.summary["pid"])
     assert first["pid"] == result.summary["pid"] and second["ppid"] == first["pid"], result.describe()
+
+
+# ---- many threads, many connections --------------------------------------------------------
+
+LOAD_SEND, LOAD_RECV, LOAD_SERVERS = 100, 200, 8
+
+
+def _load_args(threads: int, per_thread: int) -> list:
+    return ["load", threads, per_thread, LOAD_SEND, LOAD_RECV, LOAD_SERVERS]
+
+
+@pytest.fixture(scope="module")
+def load_plain(invariants):
+    """`invariants load` without netmon, once per argument list: its stdout (no timing in it)."""
+    cache = {}
+
+    def plain(threads: int, per_thread: int) -> str:
+        if (threads, per_thread) not in cache:
+            args = [invariants, *map(str, _load_args(threads, per_thread))]
+            done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            cache[(threads, per_thread)] = done.stdout
+        return cache[(threads, per_thread)]
+
+    return plain
+
+
+def _run_load(invariants, run_netmon, load_plain, threads, per_thread, netmon_args=()):
+    """`invariants load` under netmon: the same stdout and exit status as without it; returns
+    the result and the totals per direction."""
+    plain = load_plain(threads, per_thread)
+    n = threads * per_thread
+    last = plain.splitlines()[-1].split()
+    assert last[:6] == ["connections", str(n), "sent", str(n * LOAD_SEND), "received", str(n * LOAD_RECV)], plain
+    result = run_netmon([invariants, *_load_args(threads, per_thread)], netmon_args=list(netmon_args), timeout=240)
+    assert result.proc.returncode == 0, result.describe()
+    assert result.proc.stdout == plain, f"plain:\n{plain[-2000:]}\n{result.describe()}"
+    assert result.summary["records_rejected"] == 0, result.describe()
+    dropped = result.summary["dropped_events"]
+    assert dropped == 0 or f"{dropped} events dropped" in result.proc.stderr, result.describe()
+    return result, _totals(result.summary, "outgoing"), _totals(result.summary, "incoming")
+
+
+def _assert_tracked_exact_and_untracked_counted(result, out, inc, n):
+    """Every socket is either tracked for its whole life — its bytes exact — or counted once in
+    `sockets_untracked` (reported in the summary text)."""
+    untracked = result.summary["sockets_untracked"]
+    assert (out["failed"], inc["failed"]) == (0, 0), result.describe()
+    n_out, n_in = out["connections"], inc["connections"]
+    assert (out["bytes_sent"], out["bytes_received"]) == (LOAD_SEND * n_out, LOAD_RECV * n_out), result.describe()
+    assert (inc["bytes_sent"], inc["bytes_received"]) == (LOAD_RECV * n_in, LOAD_SEND * n_in), result.describe()
+    assert n_out + n_in + untracked == 2 * n, (
+        f"{n_out} + {n_in} tracked + {untracked} untracked != {2 * n} sockets\n{result.describe()}"
+    )
+    assert untracked == 0 or f"{untracked} sockets untracked" in result.proc.stderr, result.describe()
+    return untracked
+
+
+@pytest.mark.requires("gcc")
+def test_a_full_socket_table_costs_whole_sockets_counted_once(invariants, run_netmon, load_plain):
+    """A table of 16 slots for 8,000 sockets, up to 33 of them open at once: a socket that finds
+    no slot at `socket()` or `accept()` stays untracked for its whole life (`connect` does not try
+    again) and is counted once, so tracked connections and untracked sockets add up to every
+    socket."""
+    threads, per_thread = 8, 500
+    result, out, inc = _run_load(invariants, run_netmon, load_plain, threads, per_thread, ["--sockets", "16"])
+    untracked = _assert_tracked_exact_and_untracked_counted(result, out, inc, threads * per_thread)
+    assert untracked > 0, result.describe()

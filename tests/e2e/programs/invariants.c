@@ -21,6 +21,15 @@
  *   invariants chain K      a connection (1000 bytes out, 500 in), then posix_spawn of
  *                           `invariants chain K-1` in a new process, which execs the next
  *                           step in place; prints "chain K pid P" for every step
+ *   invariants load T N SEND RECV S
+ *                           T client threads each make N connections, one after another, to a
+ *                           server of S threads (one listener); on each the client sends SEND
+ *                           bytes, the server checks them and answers RECV bytes, then closes
+ *                           first (its side keeps the TIME_WAIT, so the client's ephemeral
+ *                           ports are free again at once); the client checks the answer, reads
+ *                           to EOF and closes. Payloads depend on (thread, connection) only;
+ *                           prints a line per thread (connections, bytes, FNV-1a of what it
+ *                           received) and the totals, in thread order: no timing in the output
  *
  * The peer of every TCP socket here is a listener in the same process (loopback). */
 #define _GNU_SOURCE
@@ -674,6 +683,159 @@ static int chain_test(const char *self, int k) {
     return 2;
 }
 
+/* ---- many threads, many connections ------------------------------------------------------ */
+
+static struct {
+    int listener;
+    struct sockaddr_in addr;
+    long per_thread, send, recv, total;
+    long accept_tickets; /* atomic: one per accept, so the servers stop after exactly `total` */
+    long server_bad;     /* atomic: requests whose bytes were not what the client sent */
+} load;
+
+struct load_thread {
+    pthread_t id;
+    int index;
+    long connections, sent, received;
+    uint32_t fnv;
+};
+
+static uint8_t load_request_byte(uint32_t t, uint32_t i, long j) { return (uint8_t)(t * 131 + i * 31 + j * 7); }
+static uint8_t load_answer_byte(uint32_t t, uint32_t i, long j) { return (uint8_t)(t * 17 + i * 13 + j * 3 + 1); }
+
+static void load_fail(const char *what, long t, long i) {
+    fprintf(stderr, "load: thread %ld connection %ld: %s: %s\n", t, i, what, strerror(errno));
+    exit(1);
+}
+
+static void *load_server(void *arg) {
+    (void)arg;
+    static __thread uint8_t buf[1 << 16];
+    while (__atomic_fetch_add(&load.accept_tickets, 1, __ATOMIC_RELAXED) < load.total) {
+        int c = accept(load.listener, NULL, NULL);
+        if (c < 0) load_fail("accept", -1, -1);
+        long got = 0;
+        uint32_t who[2] = {0, 0};
+        int bad = 0;
+        while (got < load.send) {
+            long n = recv(c, buf, load.send - got < (long)sizeof buf ? load.send - got : (long)sizeof buf, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) load_fail("server recv", -1, -1);
+            for (long k = 0; k < n; k++) {
+                long j = got + k;
+                if (j < 8) ((uint8_t *)who)[j] = buf[k];
+                else if (buf[k] != load_request_byte(who[0], who[1], j)) bad = 1;
+            }
+            got += n;
+        }
+        if (bad) __atomic_fetch_add(&load.server_bad, 1, __ATOMIC_RELAXED);
+        long sent = 0;
+        while (sent < load.recv) {
+            long n = 0;
+            for (; n < (long)sizeof buf && sent + n < load.recv; n++) buf[n] = load_answer_byte(who[0], who[1], sent + n);
+            long w = send(c, buf, n, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) load_fail("server send", who[0], who[1]);
+            sent += w;
+        }
+        close(c); /* first: the TIME_WAIT is the server's */
+    }
+    return NULL;
+}
+
+static void *load_client(void *arg) {
+    struct load_thread *me = arg;
+    uint32_t t = (uint32_t)me->index;
+    static __thread uint8_t buf[1 << 16];
+    me->fnv = 2166136261u;
+    for (uint32_t i = 0; i < (uint32_t)load.per_thread; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) load_fail("socket", t, i);
+        struct timeval tv = {30, 0};
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        while (connect(s, (struct sockaddr *)&load.addr, sizeof load.addr))
+            if (errno != EINTR) load_fail("connect", t, i);
+        uint32_t who[2] = {t, i};
+        long sent = 0;
+        while (sent < load.send) {
+            long n = 0;
+            for (; n < (long)sizeof buf && sent + n < load.send; n++) {
+                long j = sent + n;
+                buf[n] = j < 8 ? ((uint8_t *)who)[j] : load_request_byte(t, i, j);
+            }
+            long w = send(s, buf, n, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) load_fail("send", t, i);
+            sent += w;
+        }
+        long got = 0;
+        for (;;) {
+            long n = recv(s, buf, sizeof buf, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) load_fail("recv", t, i);
+            if (n == 0) break;
+            for (long k = 0; k < n; k++) {
+                if (buf[k] != load_answer_byte(t, i, got + k)) {
+                    fprintf(stderr, "load: thread %u connection %u: answer byte %ld differs\n", t, i, got + k);
+                    exit(1);
+                }
+                me->fnv = (me->fnv ^ buf[k]) * 16777619u;
+            }
+            got += n;
+        }
+        if (got != load.recv) {
+            fprintf(stderr, "load: thread %u connection %u: %ld bytes answered, not %ld\n", t, i, got, load.recv);
+            exit(1);
+        }
+        close(s);
+        me->connections++;
+        me->sent += sent;
+        me->received += got;
+    }
+    return NULL;
+}
+
+static int load_test(int threads, long per_thread, long send_n, long recv_n, int servers) {
+    if (threads < 1 || per_thread < 1 || send_n < 8 || recv_n < 0 || servers < 1) return 2;
+    load.per_thread = per_thread;
+    load.send = send_n;
+    load.recv = recv_n;
+    load.total = threads * per_thread;
+    load.listener = socket(AF_INET, SOCK_STREAM, 0);
+    load.addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(load.listener, (struct sockaddr *)&load.addr, sizeof load.addr) || listen(load.listener, 4096)) {
+        perror("listen");
+        return 2;
+    }
+    socklen_t len = sizeof load.addr;
+    getsockname(load.listener, (struct sockaddr *)&load.addr, &len);
+    pthread_t *server = calloc((size_t)servers, sizeof *server);
+    struct load_thread *client = calloc((size_t)threads, sizeof *client);
+    for (int i = 0; i < servers; i++) pthread_create(&server[i], NULL, load_server, NULL);
+    for (int i = 0; i < threads; i++) {
+        client[i].index = i;
+        pthread_create(&client[i].id, NULL, load_client, &client[i]);
+    }
+    long connections = 0, sent = 0, received = 0;
+    uint32_t fnv = 2166136261u;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(client[i].id, NULL);
+        connections += client[i].connections;
+        sent += client[i].sent;
+        received += client[i].received;
+        for (int k = 0; k < 4; k++) fnv = (fnv ^ (uint8_t)(client[i].fnv >> (8 * k))) * 16777619u;
+    }
+    for (int i = 0; i < servers; i++) pthread_join(server[i], NULL);
+    close(load.listener);
+    for (int i = 0; i < threads; i++)
+        printf("thread %d connections %ld sent %ld received %ld fnv %08x\n", i, client[i].connections, client[i].sent,
+               client[i].received, client[i].fnv);
+    printf("connections %ld sent %ld received %ld fnv %08x server_mismatches %ld\n", connections, sent, received, fnv,
+           load.server_bad);
+    return load.server_bad ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -688,5 +850,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "msgtrunc")) return msgtrunc_test();
     if (!strcmp(argv[1], "epoll") && argc > 2) return epoll_test(atoi(argv[2]));
     if (!strcmp(argv[1], "chain") && argc > 2) return chain_test(argv[0], atoi(argv[2]));
+    if (!strcmp(argv[1], "load") && argc > 6)
+        return load_test(atoi(argv[2]), atol(argv[3]), atol(argv[4]), atol(argv[5]), atoi(argv[6]));
     return 2;
 }
