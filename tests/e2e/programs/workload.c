@@ -8,9 +8,14 @@
  *   workload flood T N           T threads, N rounds each, as fast as they go (no waits): far
  *                                more events than a small ring holds between two reads.
  *                                Prints the same line.
+ *   workload flood-for T SECS K  like flood, but for SECS seconds (monotonic clock) instead of
+ *                                a number of rounds. Prints the same line (with the rounds it
+ *                                made), then "slices" and the rounds made in each of K equal
+ *                                slices of the time: the throughput over the run.
  *
- * Output and exit status depend only on the arguments, so runs with and without netmon (or
- * with a fault injected) must print the same. */
+ * Output and exit status depend only on the arguments (except flood-for, whose numbers depend
+ * on the speed of the machine), so runs with and without netmon (or with a fault injected)
+ * must print the same. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -118,6 +123,46 @@ static void *flood_thread(void *arg) {
     return NULL;
 }
 
+static double flood_seconds;
+static int flood_slices;
+static long flood_slice_rounds[1000];
+static struct timespec flood_start;
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void *flood_for_thread(void *arg) {
+    (void)arg;
+    struct listener l = make_listener();
+    for (;;) {
+        double t = seconds_since(&flood_start);
+        if (t >= flood_seconds) break;
+        round_trip(&l);
+        int slice = (int)(t / flood_seconds * flood_slices);
+        __atomic_fetch_add(&flood_slice_rounds[slice], 1, __ATOMIC_RELAXED);
+    }
+    close(l.fd);
+    return NULL;
+}
+
+static int flood_for(int threads, double seconds, int slices) {
+    pthread_t t[64];
+    if (threads < 1 || threads > 64 || seconds <= 0 || slices < 1 || slices > 1000) return 2;
+    flood_seconds = seconds;
+    flood_slices = slices;
+    clock_gettime(CLOCK_MONOTONIC, &flood_start);
+    for (int i = 0; i < threads; i++) pthread_create(&t[i], NULL, flood_for_thread, NULL);
+    for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    report();
+    printf("slices");
+    for (int i = 0; i < slices; i++) printf(" %ld", flood_slice_rounds[i]);
+    printf("\n");
+    return 0;
+}
+
 static int flood(int threads, long rounds) {
     pthread_t t[64];
     if (threads < 1 || threads > 64) return 2;
@@ -133,5 +178,6 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     if (!strcmp(argv[1], "steady") && argc > 4) return steady(atol(argv[2]), atol(argv[3]), argv[4]);
     if (!strcmp(argv[1], "flood") && argc > 3) return flood(atoi(argv[2]), atol(argv[3]));
+    if (!strcmp(argv[1], "flood-for") && argc > 4) return flood_for(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
     return 2;
 }
