@@ -181,6 +181,19 @@ impl FlowLog {
         now_ns >= self.window_start_ns + self.interval_ns
     }
 
+    /// Whether every record of this (closed) socket has been written, so the tracker may let
+    /// go of it ([`crate::tracker::Tracker::retire`]); the log then forgets it too.
+    pub fn done_with(&mut self, key: &(u32, u32), s: &SocketRecord) -> bool {
+        let never_written = s.remote.is_none()
+            || s.platform
+            || (s.close_ns.is_some() && s.outcome == Outcome::Pending);
+        let done = never_written || self.sockets.get(key).is_some_and(|w| w.closed);
+        if done {
+            self.sockets.remove(key);
+        }
+        done
+    }
+
     /// Writes every interval that ended by `now_ns`.
     pub fn poll(
         &mut self,

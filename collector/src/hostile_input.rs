@@ -346,6 +346,7 @@ fn consume_everything(t: &Tracker, r: &Region, flow_log: &mut FlowLog) {
     let health = t.health(r);
     let s = summary::build(
         t,
+        &summary::Retired::default(),
         health,
         RunInfo {
             command: vec!["x".into()],
@@ -664,6 +665,7 @@ fn counters_at_their_limits_saturate_in_every_consumer() {
     assert_eq!(total("faas.net_io"), i64::MAX as f64);
     let s = summary::build(
         &t,
+        &summary::Retired::default(),
         crate::tracker::Health {
             events_dropped: u64::MAX,
             records_rejected: u64::MAX,

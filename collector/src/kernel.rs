@@ -74,6 +74,9 @@ pub struct ObservedSocket {
     pub connected: bool,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
+    /// A socket record of the interceptor's matched it (same process and peer, or same local
+    /// and remote address) before the tracker let go of the record.
+    pub interceptor_saw: bool,
 }
 
 impl ObservedSocket {
@@ -123,6 +126,9 @@ pub struct KernelMonitor {
     /// found, or when every table was checked; unix sockets are in none).
     looked_up: HashMap<u64, u8>,
     observed: HashMap<ObservedKey, ObservedSocket>,
+    /// Sockets let go of from `observed` (closed, and the interceptor's): by transport and the
+    /// last state seen, for the summary's counts.
+    forgotten: BTreeMap<(Transport, u8), u64>,
     /// The network namespace's sockets by transport and state, from the last full pass.
     connections: ConnectionCounts,
     next_fd_scan: Instant,
@@ -165,6 +171,7 @@ impl KernelMonitor {
             fds: Vec::new(),
             looked_up: HashMap::new(),
             observed: HashMap::new(),
+            forgotten: BTreeMap::new(),
             connections,
             next_fd_scan: now,
             next_table_read: [now; 4],
@@ -263,6 +270,9 @@ impl KernelMonitor {
             self.pids.remove(&pid);
             self.gone.insert(pid);
         }
+        // An inode no monitored process holds any more needs no lookup.
+        let owners = &self.owners;
+        self.looked_up.retain(|inode, _| owners.contains_key(inode));
         self.fd_scans += 1;
         self.owners
             .keys()
@@ -293,6 +303,7 @@ impl KernelMonitor {
                 connected: false,
                 first_seen_ns: now,
                 last_seen_ns: now,
+                interceptor_saw: false,
             });
             o.state = e.state;
             o.connected |= is_connected_state(e.state)
@@ -327,7 +338,7 @@ impl KernelMonitor {
         let mut out: Vec<&ObservedSocket> = self
             .observed
             .values()
-            .filter(|o| o.has_peer())
+            .filter(|o| o.has_peer() && !o.interceptor_saw)
             .filter(|o| {
                 let remote = canonical(o.remote);
                 !by_pid.contains(&(o.pid, o.transport, remote))
@@ -336,6 +347,46 @@ impl KernelMonitor {
             .collect();
         out.sort_by_key(|o| (o.first_seen_ns, o.inode));
         out
+    }
+
+    /// The tracker let go of these socket records (`retired`): marks the sockets seen in
+    /// `/proc` that they match, so they never count as unseen, and forgets those of them that
+    /// are closed (no longer any monitored process's fd), keeping only their state counts. So
+    /// `observed` holds what is open, and what only `/proc` saw.
+    pub fn note_retired(&mut self, retired: &[crate::tracker::SocketRecord]) {
+        if retired.is_empty() || self.observed.is_empty() {
+            return;
+        }
+        let mut by_pid: HashSet<(u32, Transport, SocketAddr)> = HashSet::new();
+        let mut by_tuple: HashSet<(Transport, SocketAddr, SocketAddr)> = HashSet::new();
+        for s in retired {
+            let Some(r) = s.remote else { continue };
+            let t = match s.transport {
+                crate::tracker::Transport::Tcp => Transport::Tcp,
+                crate::tracker::Transport::Udp => Transport::Udp,
+            };
+            let remote = canonical(SocketAddr::new(r.ip, r.port));
+            by_pid.insert((s.pid, t, remote));
+            if let Some(l) = s.local {
+                by_tuple.insert((t, canonical(SocketAddr::new(l.ip, l.port)), remote));
+            }
+        }
+        let (owners, forgotten) = (&self.owners, &mut self.forgotten);
+        self.observed.retain(|_, o| {
+            if !o.interceptor_saw && o.has_peer() {
+                let remote = canonical(o.remote);
+                o.interceptor_saw = by_pid.contains(&(o.pid, o.transport, remote))
+                    || by_tuple.contains(&(o.transport, canonical(o.local), remote));
+            }
+            // Without a peer (an unconnected UDP socket) it never counts as unseen; a closed
+            // listener is kept, it tells `/proc` flows that were accepted on it.
+            let settled = o.interceptor_saw || (!o.has_peer() && o.state != state::LISTEN);
+            let keep = !settled || owners.contains_key(&o.inode);
+            if !keep {
+                *forgotten.entry((o.transport, o.state)).or_default() += 1;
+            }
+            keep
+        });
     }
 
     /// Sockets a monitored process listens on (TCP), as `(pid, port)`.
@@ -457,12 +508,17 @@ impl KernelMonitor {
             .collect();
         let delta = snap.protocols.since(&self.baseline_protocols);
         let mut sockets: BTreeMap<&'static str, BTreeMap<&'static str, u64>> = BTreeMap::new();
-        for o in self.observed.values() {
+        let counts = self
+            .observed
+            .values()
+            .map(|o| ((o.transport, o.state), 1))
+            .chain(self.forgotten.iter().map(|(k, n)| (*k, *n)));
+        for ((transport, st), n) in counts {
             *sockets
-                .entry(o.transport.as_str())
+                .entry(transport.as_str())
                 .or_default()
-                .entry(state::name(o.state))
-                .or_default() += 1;
+                .entry(state::name(st))
+                .or_default() += n;
         }
         let h = self.sampler.health();
         KernelSummary {
@@ -895,6 +951,14 @@ impl Observer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the flow log has written every record of this closed socket (always, without a
+    /// flow log): see [`crate::tracker::Tracker::retire`].
+    pub fn done_with(&mut self, key: &(u32, u32), s: &crate::tracker::SocketRecord) -> bool {
+        self.flow_log
+            .as_mut()
+            .is_none_or(|log| log.done_with(key, s))
     }
 
     /// Adds the `/proc` flows and the `kernel` section to a run summary.

@@ -4,7 +4,7 @@
 use crate::kernel::{Observer, ObserverOptions};
 use crate::report;
 use crate::session::{self, Session};
-use crate::summary::{self, RunInfo};
+use crate::summary::{self, Retired, RunInfo};
 use crate::telemetry::{self, ExportFlags, resource::Workload};
 use crate::tracker::Tracker;
 use anyhow::{Context, Result};
@@ -119,6 +119,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
             let observer = &mut observer;
             let handle = scope.spawn(move || {
                 let mut tracker = Tracker::new();
+                let mut retired = Retired::default();
                 while !stop.load(Ordering::Relaxed) {
                     tracker.poll(&session.region);
                     observer.poll(&tracker);
@@ -128,6 +129,24 @@ pub fn run(opts: RunOptions) -> Result<i32> {
                         }
                         p.collect(&tracker, tracker.health(&session.region));
                     }
+                    // What every reader is done with goes into the summary's totals, so memory
+                    // follows what is open, not everything the run ever opened.
+                    let (lookups_read, order_read) = pipeline
+                        .as_ref()
+                        .map_or((usize::MAX, usize::MAX), |p| p.read_positions());
+                    let gone = tracker.retire(
+                        |k, s| {
+                            !pipeline.as_ref().is_some_and(|p| p.holds_socket(k))
+                                && observer.done_with(k, s)
+                        },
+                        lookups_read,
+                        order_read,
+                        |l| retired.lookup(l),
+                    );
+                    for s in &gone {
+                        retired.socket(s);
+                    }
+                    observer.monitor.note_retired(&gone);
                     // Woken early when the command exits (a long --poll-ms must not delay the
                     // report); a spurious wake-up only means an early read.
                     std::thread::park_timeout(interval);
@@ -143,16 +162,17 @@ pub fn run(opts: RunOptions) -> Result<i32> {
                     let health = tracker.health(&session.region);
                     p.shutdown(&tracker, health, telemetry.flush_deadline())
                 });
-                (tracker, exported, observed)
+                (tracker, retired, exported, observed)
             });
             let status = child.wait();
             stop.store(true, Ordering::Relaxed);
             handle.thread().unpark();
-            let (tracker, exported, observed) = handle.join().expect("reader thread panicked");
-            (status, tracker, exported, observed)
+            let (tracker, retired, exported, observed) =
+                handle.join().expect("reader thread panicked");
+            (status, tracker, retired, exported, observed)
         })
     };
-    let (status, tracker, exported, observed) = reader;
+    let (status, tracker, retired, exported, observed) = reader;
     forwarder_handle.close();
     let _ = forwarder.join();
     let status = status.context("waiting for the command failed")?;
@@ -164,6 +184,7 @@ pub fn run(opts: RunOptions) -> Result<i32> {
     let health = tracker.health(&session.region);
     let mut summary = summary::build(
         &tracker,
+        &retired,
         health,
         RunInfo {
             command: opts.command.clone(),

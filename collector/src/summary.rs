@@ -2,7 +2,9 @@
 //! human text `netmon run` prints. Pure functions of the [`Tracker`]'s state.
 
 use crate::names;
-use crate::tracker::{Direction, Health, Outcome, Tracker, Transport};
+use crate::tracker::{
+    Direction, DnsLookup, DnsSource, Health, Outcome, SocketRecord, Tracker, Transport,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -108,7 +110,7 @@ struct FlowKey {
     service_port: u16,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct FlowAcc {
     src_ip: Option<IpAddr>,
     connections: u64,
@@ -129,6 +131,116 @@ fn family_of(ip: &IpAddr) -> &'static str {
     if ip.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
+/// One name's lookups, folded in any order.
+#[derive(Clone, Default)]
+struct DnsAcc {
+    count: u64,
+    failures: u64,
+    /// The latest failure: (start, reason).
+    error: Option<(u64, String)>,
+    /// The latest lookup: (start, rcode, source).
+    last: Option<(u64, i32, DnsSource)>,
+    sum_ns: u64,
+    max_ns: u64,
+    answers: BTreeSet<IpAddr>,
+}
+
+/// Adds one lookup to its name's summary. Of lookups that started at the same time, the one
+/// added last counts as the latest.
+fn add_lookup(dns: &mut BTreeMap<String, DnsAcc>, l: &DnsLookup) {
+    let a = match dns.get_mut(&l.name) {
+        Some(a) => a,
+        None => dns.entry(l.name.clone()).or_default(),
+    };
+    a.count += 1;
+    a.answers.extend(l.answers.iter().copied());
+    if let Some(e) = &l.error {
+        a.failures += 1;
+        if a.error.as_ref().is_none_or(|(at, _)| l.start_ns >= *at) {
+            a.error = Some((l.start_ns, e.clone()));
+        }
+    }
+    if a.last.is_none_or(|(at, _, _)| l.start_ns >= at) {
+        a.last = Some((l.start_ns, l.rcode, l.source));
+    }
+    a.sum_ns = a.sum_ns.saturating_add(l.duration_ns);
+    a.max_ns = a.max_ns.max(l.duration_ns);
+}
+
+/// What the summary keeps of the sockets and lookups the tracker has let go of: `netmon run`
+/// retires closed sockets and read lookups as it goes (`Tracker::retire`), so a long run's
+/// memory stays bounded by what is open, not by everything that ever was.
+#[derive(Clone, Default)]
+pub struct Retired {
+    flows: BTreeMap<FlowKey, FlowAcc>,
+    dns: BTreeMap<String, DnsAcc>,
+}
+
+impl Retired {
+    pub fn socket(&mut self, s: &SocketRecord) {
+        add_socket(&mut self.flows, s);
+    }
+
+    pub fn lookup(&mut self, l: &DnsLookup) {
+        add_lookup(&mut self.dns, l);
+    }
+}
+
+/// Adds one socket to the flow it belongs to.
+fn add_socket(flows: &mut BTreeMap<FlowKey, FlowAcc>, s: &SocketRecord) {
+    let Some(remote) = s.remote else { return };
+    if s.platform {
+        return; // the Lambda Runtime API: the platform's traffic, not the program's
+    }
+    let direction = s.direction();
+    let service_port = match direction {
+        Direction::Outgoing => remote.port,
+        Direction::Incoming => s.local.map_or(0, |l| l.port),
+    };
+    let key = FlowKey {
+        direction,
+        transport: s.transport,
+        peer: remote.ip,
+        service_port,
+    };
+    let acc = flows.entry(key).or_default();
+    if let Some(l) = s.local {
+        acc.src_ip = Some(l.ip);
+    }
+    acc.pids.insert(s.pid);
+    // Saturating sums here and below: the counters come from shared memory that any
+    // monitored process can scribble on (the tracker bounds each one, not their sum).
+    acc.bytes_sent = acc.bytes_sent.saturating_add(s.bytes_sent);
+    acc.bytes_received = acc.bytes_received.saturating_add(s.bytes_received);
+    let (packets_sent, packets_received) = match s.transport {
+        Transport::Tcp => (s.segs_out as u64, s.segs_in as u64),
+        Transport::Udp => (s.sends, s.receives),
+    };
+    acc.packets_sent = acc.packets_sent.saturating_add(packets_sent);
+    acc.packets_received = acc.packets_received.saturating_add(packets_received);
+    if let Some(rtt) = s.rtt_us {
+        acc.rtt_sum += rtt as f64;
+        acc.rtt_var_sum += s.rtt_var_us.unwrap_or(0) as f64;
+        acc.rtt_n += 1;
+    }
+    if let Some(r) = s.retransmits {
+        let total = acc.retransmits.get_or_insert(0);
+        *total = total.saturating_add(u64::from(r));
+    }
+    if s.inherited {
+        return; // the parent counted this connection
+    }
+    match &s.outcome {
+        Outcome::Failed(e) => {
+            acc.failed += 1;
+            *acc.errors.entry(names::errno_name(*e)).or_default() += 1;
+        }
+        Outcome::Connected => acc.connections += 1,
+        Outcome::None | Outcome::Pending if s.transport == Transport::Udp => acc.connections += 1,
+        _ => {}
+    }
+}
+
 /// Inputs to a summary that don't come from the region.
 pub struct RunInfo {
     pub command: Vec<String>,
@@ -138,7 +250,8 @@ pub struct RunInfo {
     pub duration_ms: f64,
 }
 
-pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
+/// The summary of everything the tracker holds plus what it retired.
+pub fn build(t: &Tracker, retired: &Retired, health: Health, info: RunInfo) -> RunSummary {
     let names = t.name_index();
     let domain_of = |pid: &BTreeSet<u32>, ip: &IpAddr, port: u16| -> Option<String> {
         if port == crate::tracker::DNS_PORT {
@@ -149,61 +262,9 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
             .or_else(|| names.get(&(None, *ip)))
             .cloned()
     };
-    let mut flows: BTreeMap<FlowKey, FlowAcc> = BTreeMap::new();
+    let mut flows = retired.flows.clone();
     for s in t.sockets.values() {
-        let Some(remote) = s.remote else { continue };
-        if s.platform {
-            continue; // the Lambda Runtime API: the platform's traffic, not the program's
-        }
-        let direction = s.direction();
-        let service_port = match direction {
-            Direction::Outgoing => remote.port,
-            Direction::Incoming => s.local.map_or(0, |l| l.port),
-        };
-        let key = FlowKey {
-            direction,
-            transport: s.transport,
-            peer: remote.ip,
-            service_port,
-        };
-        let acc = flows.entry(key).or_default();
-        if let Some(l) = s.local {
-            acc.src_ip = Some(l.ip);
-        }
-        acc.pids.insert(s.pid);
-        // Saturating sums here and below: the counters come from shared memory that any
-        // monitored process can scribble on (the tracker bounds each one, not their sum).
-        acc.bytes_sent = acc.bytes_sent.saturating_add(s.bytes_sent);
-        acc.bytes_received = acc.bytes_received.saturating_add(s.bytes_received);
-        let (packets_sent, packets_received) = match s.transport {
-            Transport::Tcp => (s.segs_out as u64, s.segs_in as u64),
-            Transport::Udp => (s.sends, s.receives),
-        };
-        acc.packets_sent = acc.packets_sent.saturating_add(packets_sent);
-        acc.packets_received = acc.packets_received.saturating_add(packets_received);
-        if let Some(rtt) = s.rtt_us {
-            acc.rtt_sum += rtt as f64;
-            acc.rtt_var_sum += s.rtt_var_us.unwrap_or(0) as f64;
-            acc.rtt_n += 1;
-        }
-        if let Some(r) = s.retransmits {
-            let total = acc.retransmits.get_or_insert(0);
-            *total = total.saturating_add(u64::from(r));
-        }
-        if s.inherited {
-            continue; // the parent counted this connection
-        }
-        match &s.outcome {
-            Outcome::Failed(e) => {
-                acc.failed += 1;
-                *acc.errors.entry(names::errno_name(*e)).or_default() += 1;
-            }
-            Outcome::Connected => acc.connections += 1,
-            Outcome::None | Outcome::Pending if s.transport == Transport::Udp => {
-                acc.connections += 1
-            }
-            _ => {}
-        }
+        add_socket(&mut flows, s);
     }
     for d in t.datagrams.values() {
         let key = FlowKey {
@@ -265,40 +326,27 @@ pub fn build(t: &Tracker, health: Health, info: RunInfo) -> RunSummary {
         })
         .collect();
 
-    let mut dns: BTreeMap<&str, Vec<&crate::tracker::DnsLookup>> = BTreeMap::new();
+    let mut dns = retired.dns.clone();
     for l in &t.lookups {
-        dns.entry(&l.name).or_default().push(l);
+        add_lookup(&mut dns, l);
     }
     let dns: Vec<DnsSummary> = dns
         .into_iter()
-        .map(|(name, mut ls)| {
-            ls.sort_by_key(|l| l.start_ns);
-            let mut answers = BTreeSet::new();
-            let mut failures = 0;
-            let mut error = None;
-            let (mut sum, mut max) = (0u64, 0u64);
-            for l in &ls {
-                answers.extend(l.answers.iter().copied());
-                if let Some(e) = &l.error {
-                    failures += 1;
-                    error = Some(e.clone());
-                }
-                sum = sum.saturating_add(l.duration_ns);
-                max = max.max(l.duration_ns);
-            }
-            let last = ls.last().copied();
-            totals.dns_lookups += ls.len() as u64;
-            totals.dns_failures += failures;
+        .map(|(name, a)| {
+            totals.dns_lookups += a.count;
+            totals.dns_failures += a.failures;
             DnsSummary {
-                name: name.to_string(),
-                answers: answers.into_iter().map(|a| a.to_string()).collect(),
-                count: ls.len() as u64,
-                failures,
-                error,
-                rcode: last.map_or(0, |l| l.rcode),
-                source: last.map_or("", |l| l.source.as_str()).to_string(),
-                latency_ms_avg: sum as f64 / ls.len().max(1) as f64 / 1e6,
-                latency_ms_max: max as f64 / 1e6,
+                name,
+                answers: a.answers.into_iter().map(|a| a.to_string()).collect(),
+                count: a.count,
+                failures: a.failures,
+                error: a.error.map(|(_, e)| e),
+                rcode: a.last.as_ref().map_or(0, |l| l.1),
+                source: a
+                    .last
+                    .map_or_else(String::new, |l| l.2.as_str().to_string()),
+                latency_ms_avg: a.sum_ns as f64 / a.count.max(1) as f64 / 1e6,
+                latency_ms_max: a.max_ns as f64 / 1e6,
             }
         })
         .collect();
@@ -580,6 +628,98 @@ pub fn render_text(s: &RunSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::{Endpoint, Outcome, SocketRecord};
+    use netmon_proto::role;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            command: vec!["x".into()],
+            pid: 1,
+            exit_code: 0,
+            duration_ms: 1.0,
+        }
+    }
+
+    /// A tracker with `n` closed and `n` open connections to two peers, failures, and
+    /// lookups of three names with failures and answers.
+    fn busy_tracker(n: u32) -> Tracker {
+        let mut t = Tracker::new();
+        for i in 0..2 * n {
+            let mut s = SocketRecord::new(10 + i % 3, Transport::Tcp, false, role::OUTGOING);
+            s.remote = Some(Endpoint {
+                ip: [10, 0, 0, (i % 2) as u8].into(),
+                port: 443,
+            });
+            s.local = Some(Endpoint {
+                ip: [10, 1, 0, 1].into(),
+                port: 40_000 + i as u16,
+            });
+            s.outcome = if i % 7 == 0 {
+                Outcome::Failed(111)
+            } else {
+                Outcome::Connected
+            };
+            s.bytes_sent = u64::from(i) * 10;
+            s.bytes_received = u64::from(i) * 100;
+            s.segs_out = i;
+            s.rtt_us = (i % 5 != 0).then_some(100 + i);
+            s.retransmits = Some(i % 3);
+            s.close_ns = (i < n).then_some(u64::from(i) + 1);
+            t.sockets.insert((i, 1), s);
+            t.socket_order.push((i, 1));
+        }
+        for i in 0..3 * n {
+            t.lookups.push(DnsLookup {
+                pid: 10,
+                tid: 10,
+                epoch: 0,
+                name: format!("n{}.example", i % 3),
+                source: if i % 2 == 0 {
+                    DnsSource::Getaddrinfo
+                } else {
+                    DnsSource::Udp
+                },
+                start_ns: u64::from(i % 5),
+                duration_ns: u64::from(i) * 1000,
+                answers: vec![[10, 0, 0, (i % 4) as u8].into()],
+                rcode: (i % 4) as i32,
+                error: (i % 4 == 3).then(|| format!("E{i}")),
+            });
+        }
+        t
+    }
+
+    #[test]
+    fn retiring_changes_nothing_in_the_summary() {
+        let whole = build(
+            &busy_tracker(50),
+            &Retired::default(),
+            Health::default(),
+            info(),
+        );
+        let mut t = busy_tracker(50);
+        let mut retired = Retired::default();
+        // In two rounds, as a run does: some lookups and half the closed sockets, then the rest.
+        for (lookups, every) in [(40, 2), (usize::MAX, 1)] {
+            let gone = t.retire(
+                |k, _| k.0 % every == 0,
+                lookups,
+                usize::MAX,
+                |l| retired.lookup(l),
+            );
+            for s in &gone {
+                retired.socket(s);
+            }
+        }
+        assert_eq!(t.sockets.len(), 50, "open sockets stay");
+        assert!(t.lookups.is_empty() && t.socket_order.is_empty());
+        assert_eq!((t.lookups_pruned, t.socket_order_pruned), (150, 100));
+        let parts = build(&t, &retired, Health::default(), info());
+        assert_eq!(parts, whole);
+        assert!(
+            whole.flows.iter().any(|f| f.failed > 0) && whole.dns.iter().any(|d| d.failures > 0)
+        );
+    }
 
     #[test]
     fn human_units() {

@@ -278,7 +278,7 @@ pub struct Health {
 /// The DNS port: flows to it are resolver traffic.
 pub const DNS_PORT: u16 = 53;
 
-type SocketKey = (u32, u32);
+pub type SocketKey = (u32, u32);
 type QueryKey = (u32, u32, u32, u16);
 
 /// The state built from one region.
@@ -761,6 +761,38 @@ impl Tracker {
     /// Forgets what long-running modes have already reported: sockets closed and done before
     /// `epoch`, lookups, datagrams and invocation marks of earlier epochs. Consumers that keep
     /// positions in `lookups`, `socket_order` or `invocations` add the `*_pruned` counts.
+    /// Lets go of what every reader is finished with (`netmon run`, whose memory must not
+    /// grow with the number of connections a long run makes): returns the closed sockets that
+    /// `done` accepts, hands `on_lookup` the lookups before absolute position `lookups_read`,
+    /// and drops the entries of `socket_order` before absolute position `order_read`.
+    /// Positions stay absolute (`*_pruned`).
+    pub fn retire(
+        &mut self,
+        mut done: impl FnMut(&SocketKey, &SocketRecord) -> bool,
+        lookups_read: usize,
+        order_read: usize,
+        mut on_lookup: impl FnMut(&DnsLookup),
+    ) -> Vec<SocketRecord> {
+        let gone: Vec<SocketRecord> = self
+            .sockets
+            .extract_if(|k, s| s.close_ns.is_some() && done(k, s))
+            .map(|(_, s)| s)
+            .collect();
+        let n = lookups_read
+            .saturating_sub(self.lookups_pruned)
+            .min(self.lookups.len());
+        for l in self.lookups.drain(..n) {
+            on_lookup(&l);
+        }
+        self.lookups_pruned += n;
+        let n = order_read
+            .saturating_sub(self.socket_order_pruned)
+            .min(self.socket_order.len());
+        self.socket_order.drain(..n);
+        self.socket_order_pruned += n;
+        gone
+    }
+
     pub fn prune(&mut self, epoch: u32) {
         self.sockets.retain(|_, s| {
             s.close_ns.is_none()

@@ -634,6 +634,17 @@ impl Pipeline {
             .collect()
     }
 
+    /// Whether the pipeline may still read this socket's record (spans of pending attempts,
+    /// the bytes of its last collects); see [`Tracker::retire`].
+    pub fn holds_socket(&self, key: &crate::tracker::SocketKey) -> bool {
+        self.active.contains_key(key)
+    }
+
+    /// Absolute positions in the tracker's `lookups` and `socket_order` read so far.
+    pub fn read_positions(&self) -> (usize, usize) {
+        (self.lookups_seen, self.sockets_seen)
+    }
+
     /// The trace a process's spans belong to (for tests and for modes that link to it).
     #[allow(
         dead_code,
