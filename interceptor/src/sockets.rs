@@ -115,6 +115,12 @@ fn claim_slot(
 ) -> Option<(u32, &'static SocketSlot)> {
     let region = region()?;
     let h = region.header();
+    if fd_entry(fd).is_none() {
+        // Beyond the fd table: nothing could point at the slot, which would stay claimed for
+        // ever. Counted once, here; the caller marks nothing.
+        h.fds_untracked.fetch_add(1, Relaxed);
+        return None;
+    }
     let n = region.geometry().sockets;
     let start = h.socket_hint.fetch_add(1, Relaxed) % n;
     for k in 0..CLAIM_PROBES.min(n) {
@@ -509,8 +515,9 @@ pub fn on_connect(
         let err = if rc == 0 { 0 } else { err };
         let (idx, slot) = match owned_slot(fd) {
             Some(s) => s,
-            // Found no slot when it was created: counted then, and stays untracked.
-            None if fd_entry(fd).is_some_and(|e| e.load(Relaxed) == UNTRACKED) => return,
+            // Found no slot when it was created, or beyond the fd table: counted when it was
+            // created, and stays untracked.
+            None if fd_entry(fd).is_none_or(|e| e.load(Relaxed) == UNTRACKED) => return,
             None => {
                 // A socket we did not see created (a raw system call, inherited across exec).
                 let Some(k) = probe_socket(fd, &remote) else {
@@ -717,9 +724,16 @@ pub fn on_dup(old: i32, new: i32) {
         return;
     }
     keep_errno(|| match owned_slot(old) {
-        Some((idx, slot)) => {
+        // A reference only from an fd the table can hold, or the slot would never close.
+        Some((idx, slot)) if fd_entry(new).is_some() => {
             slot.fd_refs.fetch_add(1, Relaxed);
             set_fd(&g, new, idx + 1);
+        }
+        // A copy beyond the fd table: its bytes are not counted, which is counted.
+        Some(_) => {
+            if let Some(r) = region() {
+                r.header().fds_untracked.fetch_add(1, Relaxed);
+            }
         }
         // The same untracked socket: counted once already.
         None if fd_entry(old).is_some_and(|e| e.load(Relaxed) == UNTRACKED) => {
