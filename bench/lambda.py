@@ -160,11 +160,13 @@ def main() -> int:
             ("post-runtime extension duration, median", None, statistics.median(background["post"]), "ms", 1),
             ("post-runtime extension duration, p99", None, pct(background["post"], 99), "ms", 5),
             ("post-runtime extension duration, median, flush=end", None, statistics.median(end["post"]), "ms", 1),
+            ("post-runtime extension duration, p99, flush=end", None, pct(end["post"], 99), "ms", 5),
             ("runtime duration (function code), median", statistics.median(plain["runtime"]),
              statistics.median(background["runtime"]), "ms", None),
             ("init duration (cold start), median", ip, im, "ms", None),
             ("extension start → registered", None, background["registered_ms"], "ms", 10),
             ("extension peak RSS", None, (rss or 0) / 1024, "MiB", 16),
+            ("extension peak RSS, flush=end", None, (end["rss_kib"] or 0) / 1024, "MiB", 16),
             ("layer zip", None, zip_size / 2**20, "MiB", 8),
         ]
         args.json.write_text(json.dumps([
