@@ -758,9 +758,6 @@ impl Tracker {
         }
     }
 
-    /// Forgets what long-running modes have already reported: sockets closed and done before
-    /// `epoch`, lookups, datagrams and invocation marks of earlier epochs. Consumers that keep
-    /// positions in `lookups`, `socket_order` or `invocations` add the `*_pruned` counts.
     /// Lets go of what every reader is finished with (`netmon run`, whose memory must not
     /// grow with the number of connections a long run makes): returns the closed sockets that
     /// `done` accepts, hands `on_lookup` the lookups before absolute position `lookups_read`,
@@ -793,6 +790,9 @@ impl Tracker {
         gone
     }
 
+    /// Forgets what long-running modes have already reported: sockets closed and done before
+    /// `epoch`, lookups, datagrams and invocation marks of earlier epochs. Consumers that keep
+    /// positions in `lookups`, `socket_order` or `invocations` add the `*_pruned` counts.
     pub fn prune(&mut self, epoch: u32) {
         self.sockets.retain(|_, s| {
             s.close_ns.is_none()
