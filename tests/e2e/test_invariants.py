@@ -80,6 +80,33 @@ def test_fork_child_has_its_own_accounting(invariants, run_netmon):
 
 
 @pytest.mark.requires("gcc")
+def test_fork_storm_keeps_every_byte_and_connection(invariants, run_netmon):
+    """2,000 children forked 25 at a time, each with a connection of its own and a byte sent on
+    a socket inherited from the parent: the program's output is the same as without netmon,
+    bytes and connections are exact, every child is among the flow's processes (from the socket
+    slots), and process-start events that found no free ring are counted as dropped."""
+    waves, per_wave = 80, 25
+    children = waves * per_wave
+    argv = [str(invariants), "forkstorm", str(waves), str(per_wave)]
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    result = run_netmon(argv)
+    assert plain.returncode == 0 and result.proc.returncode == 0, result.describe()
+    assert result.proc.stdout == plain.stdout, f"{plain.stdout}\n{result.describe()}"
+    words = plain.stdout.split()
+    expected, inherited = int(words[7]), int(words[9])
+    assert inherited == children, plain.stdout
+    (out,) = tcp_flows(result.summary, "outgoing")
+    (inc,) = tcp_flows(result.summary, "incoming")
+    # The parent's connection, whose socket the children inherit, is one connection.
+    assert (out["connections"], out["bytes_sent"]) == (children + 1, expected + children), result.describe()
+    assert (inc["connections"], inc["bytes_received"]) == (children + 1, expected + children), result.describe()
+    assert len(out["pids"]) == children + 1, result.describe()
+    assert result.summary["sockets_untracked"] == 0 and result.summary["records_rejected"] == 0
+    seen = len(result.summary["processes"])
+    assert seen == children + 1 or result.summary["dropped_events"] > 0, result.describe()
+
+
+@pytest.mark.requires("gcc")
 def test_vfork_child_cannot_corrupt_the_parent(invariants, run_netmon):
     result = run_netmon([invariants, "vfork", "123457"])
     assert result.proc.stdout.strip() == "peer_got 123457", result.describe()

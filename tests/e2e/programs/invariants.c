@@ -290,6 +290,60 @@ static int fork_test(long child_n, long parent_n) {
     return 0;
 }
 
+/* A fork storm: `waves` waves of `per_wave` children forked back to back, each wave waited
+ * for before the next. Child i sends (i % 97 + 1) * 10 bytes over a connection of its own, and
+ * one byte over the socket it inherited from the parent, then exits. A server thread drains
+ * every child's connection; the parent drains the inherited one once all children are done. */
+struct storm { int listener; long connections; long got; };
+
+static void *storm_server(void *arg) {
+    struct storm *st = arg;
+    for (long i = 0; i < st->connections; i++) {
+        int c = accept(st->listener, NULL, NULL);
+        if (c < 0) { perror("accept"); exit(2); }
+        st->got += drain(c);
+        close(c);
+    }
+    return NULL;
+}
+
+static int forkstorm_test(int waves, int per_wave) {
+    uint16_t port;
+    int l = listener(&port);
+    int inherited = connect_to(port);
+    int inherited_peer = accept(l, NULL, NULL);
+    struct storm st = {.listener = l, .connections = (long)waves * per_wave};
+    pthread_t server;
+    pthread_create(&server, NULL, storm_server, &st);
+    long expected = 0, failed = 0;
+    for (int w = 0; w < waves; w++) {
+        for (int k = 0; k < per_wave; k++) {
+            long i = (long)w * per_wave + k;
+            expected += (i % 97 + 1) * 10;
+            pid_t pid = fork();
+            if (pid < 0) { perror("fork"); exit(2); }
+            if (pid == 0) {
+                int s = connect_to(port);
+                send_all(s, (i % 97 + 1) * 10);
+                close(s);
+                send_all(inherited, 1);
+                _exit(0);
+            }
+        }
+        for (int k = 0; k < per_wave; k++) {
+            int status;
+            if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) failed++;
+        }
+    }
+    pthread_join(server, NULL);
+    shutdown(inherited, SHUT_WR);
+    long inherited_got = drain(inherited_peer);
+    printf("children %ld failed %ld got %ld expected %ld inherited_got %ld\n",
+           st.connections, failed, st.got, expected, inherited_got);
+    close(inherited); close(inherited_peer); close(l);
+    return failed || st.got != expected ? 1 : 0;
+}
+
 static int vfork_test(long n) {
     uint16_t port;
     int l = listener(&port);
@@ -844,6 +898,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "signal") && argc > 2) return signal_test(atol(argv[2]));
     if (!strcmp(argv[1], "fork") && argc > 3) return fork_test(atol(argv[2]), atol(argv[3]));
     if (!strcmp(argv[1], "vfork") && argc > 2) return vfork_test(atol(argv[2]));
+    if (!strcmp(argv[1], "forkstorm") && argc > 3) return forkstorm_test(atoi(argv[2]), atoi(argv[3]));
     if (!strcmp(argv[1], "reuse") && argc > 2) return reuse_test(atol(argv[2]));
     if (!strcmp(argv[1], "eintr")) return eintr_test();
     if (!strcmp(argv[1], "nbconnect")) return nbconnect_test();
