@@ -19,8 +19,13 @@ use netmon_proto::{
 };
 
 pub const DNS_PORT: u16 = 53;
-/// How many slots a claim probes before giving up (the table is full or nearly so).
+/// How many slots a claim probes from one starting point.
 const CLAIM_PROBES: u32 = 512;
+/// How many starting points a claim tries before giving up (the table is full or nearly so).
+/// A thread preempted between taking its starting point and probing comes back behind the
+/// other threads' claims: the window after its old start can be all taken, while the hint has
+/// moved on to free slots. A fresh start is where the free slots are.
+const CLAIM_STARTS: u32 = 3;
 
 /// Where the bytes of a call are, for the few cases that look inside (DNS datagrams).
 #[derive(Clone, Copy)]
@@ -122,7 +127,34 @@ fn claim_slot(
         return None;
     }
     let n = region.geometry().sockets;
-    let start = h.socket_hint.fetch_add(1, Relaxed) % n;
+    for _ in 0..CLAIM_STARTS {
+        let start = h.socket_hint.fetch_add(1, Relaxed) % n;
+        if let Some(claimed) = claim_from(region, start, fd, kind_word, flags, remote, local, conn)
+        {
+            return Some(claimed);
+        }
+    }
+    h.sockets_untracked.fetch_add(1, Relaxed);
+    None
+}
+
+/// Claims the first free slot among [`CLAIM_PROBES`] from `start`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the slot's identity, written in one place"
+)]
+fn claim_from(
+    region: &'static netmon_proto::region::Region,
+    start: u32,
+    fd: i32,
+    kind_word: u32,
+    flags: u32,
+    remote: &Addr,
+    local: &Addr,
+    conn: u32,
+) -> Option<(u32, &'static SocketSlot)> {
+    let h = region.header();
+    let n = region.geometry().sockets;
     for k in 0..CLAIM_PROBES.min(n) {
         let idx = (start + k) % n;
         let slot = region.socket(idx)?;
@@ -179,7 +211,6 @@ fn claim_slot(
         slot.state.store(socket_state::OPEN, Release);
         return Some((idx, slot));
     }
-    h.sockets_untracked.fetch_add(1, Relaxed);
     None
 }
 
