@@ -104,6 +104,44 @@ type ObservedKey = (u64, Transport, SocketAddr, SocketAddr);
 /// Every socket table's bit in [`KernelMonitor::looked_up`].
 const ALL_TABLES: u8 = 0b1111;
 
+/// The interceptor's socket records, keyed the two ways a socket seen in `/proc` can match one:
+/// same process and peer, or same local and remote address.
+struct InterceptorSockets {
+    by_pid: HashSet<(u32, Transport, SocketAddr)>,
+    by_tuple: HashSet<(Transport, SocketAddr, SocketAddr)>,
+}
+
+impl InterceptorSockets {
+    fn of<'a>(records: impl IntoIterator<Item = &'a crate::tracker::SocketRecord>) -> Self {
+        let mut keys = Self {
+            by_pid: HashSet::new(),
+            by_tuple: HashSet::new(),
+        };
+        for s in records {
+            let Some(r) = s.remote else { continue };
+            let t = match s.transport {
+                crate::tracker::Transport::Tcp => Transport::Tcp,
+                crate::tracker::Transport::Udp => Transport::Udp,
+            };
+            let remote = canonical(SocketAddr::new(r.ip, r.port));
+            keys.by_pid.insert((s.pid, t, remote));
+            if let Some(l) = s.local {
+                let local = canonical(SocketAddr::new(l.ip, l.port));
+                keys.by_tuple.insert((t, local, remote));
+            }
+        }
+        keys
+    }
+
+    fn matches(&self, o: &ObservedSocket) -> bool {
+        let remote = canonical(o.remote);
+        self.by_pid.contains(&(o.pid, o.transport, remote))
+            || self
+                .by_tuple
+                .contains(&(o.transport, canonical(o.local), remote))
+    }
+}
+
 /// Samples `/proc` for one run.
 pub struct KernelMonitor {
     root: PathBuf,
@@ -321,29 +359,11 @@ impl KernelMonitor {
 
     /// The sockets with a peer that the interceptor never saw, sorted by first sighting.
     pub fn unseen(&self, tracker: &Tracker) -> Vec<&ObservedSocket> {
-        let mut by_pid: HashSet<(u32, Transport, SocketAddr)> = HashSet::new();
-        let mut by_tuple: HashSet<(Transport, SocketAddr, SocketAddr)> = HashSet::new();
-        for s in tracker.sockets.values() {
-            let Some(r) = s.remote else { continue };
-            let t = match s.transport {
-                crate::tracker::Transport::Tcp => Transport::Tcp,
-                crate::tracker::Transport::Udp => Transport::Udp,
-            };
-            let remote = canonical(SocketAddr::new(r.ip, r.port));
-            by_pid.insert((s.pid, t, remote));
-            if let Some(l) = s.local {
-                by_tuple.insert((t, canonical(SocketAddr::new(l.ip, l.port)), remote));
-            }
-        }
+        let seen = InterceptorSockets::of(tracker.sockets.values());
         let mut out: Vec<&ObservedSocket> = self
             .observed
             .values()
-            .filter(|o| o.has_peer() && !o.interceptor_saw)
-            .filter(|o| {
-                let remote = canonical(o.remote);
-                !by_pid.contains(&(o.pid, o.transport, remote))
-                    && !by_tuple.contains(&(o.transport, canonical(o.local), remote))
-            })
+            .filter(|o| o.has_peer() && !o.interceptor_saw && !seen.matches(o))
             .collect();
         out.sort_by_key(|o| (o.first_seen_ns, o.inode));
         out
@@ -357,26 +377,11 @@ impl KernelMonitor {
         if retired.is_empty() || self.observed.is_empty() {
             return;
         }
-        let mut by_pid: HashSet<(u32, Transport, SocketAddr)> = HashSet::new();
-        let mut by_tuple: HashSet<(Transport, SocketAddr, SocketAddr)> = HashSet::new();
-        for s in retired {
-            let Some(r) = s.remote else { continue };
-            let t = match s.transport {
-                crate::tracker::Transport::Tcp => Transport::Tcp,
-                crate::tracker::Transport::Udp => Transport::Udp,
-            };
-            let remote = canonical(SocketAddr::new(r.ip, r.port));
-            by_pid.insert((s.pid, t, remote));
-            if let Some(l) = s.local {
-                by_tuple.insert((t, canonical(SocketAddr::new(l.ip, l.port)), remote));
-            }
-        }
+        let seen = InterceptorSockets::of(retired);
         let (owners, forgotten) = (&self.owners, &mut self.forgotten);
         self.observed.retain(|_, o| {
             if !o.interceptor_saw && o.has_peer() {
-                let remote = canonical(o.remote);
-                o.interceptor_saw = by_pid.contains(&(o.pid, o.transport, remote))
-                    || by_tuple.contains(&(o.transport, canonical(o.local), remote));
+                o.interceptor_saw = seen.matches(o);
             }
             // Without a peer (an unconnected UDP socket) it never counts as unseen; a closed
             // listener is kept, it tells `/proc` flows that were accepted on it.
